@@ -1,0 +1,81 @@
+"""Errors raised by cosched.
+
+Every error a user can cause is a :class:`CoschedError` subclass whose message names the
+object at fault (file, tenant, op, tensor), what was expected and what was found, and the
+fix where one is known. The CLI prints such errors as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CoschedError",
+    "CostModelError",
+    "DeviceError",
+    "GraphError",
+    "InputError",
+    "ModelLoadError",
+    "PlanError",
+    "ProfileError",
+    "RuntimeFailure",
+    "SLOError",
+    "ScheduleError",
+    "ShapeError",
+    "UnsupportedOpError",
+]
+
+
+class CoschedError(Exception):
+    """Base class of every error cosched raises on purpose."""
+
+
+class ConfigError(CoschedError):
+    """An option or argument is invalid: duplicate tenant names, a bad batch, a bad flag."""
+
+
+class ModelLoadError(CoschedError):
+    """A model file cannot be read: missing, truncated, not ONNX, or failing onnx.checker."""
+
+
+class UnsupportedOpError(CoschedError):
+    """An op (or op domain, opset, dtype) that cosched does not implement."""
+
+
+class ShapeError(CoschedError):
+    """A tensor whose shape or dtype cannot be made fully static, or is inconsistent."""
+
+
+class GraphError(CoschedError):
+    """A structurally broken graph: a cycle, an undefined tensor, a missing initializer."""
+
+
+class InputError(CoschedError):
+    """Runtime inputs that are missing, extra, or of the wrong shape or dtype."""
+
+
+class DeviceError(CoschedError):
+    """A device that is absent or unusable, or a plan made for another device."""
+
+
+class ProfileError(CoschedError):
+    """Profiling or the profile store failed: a bad store file, an empty budget."""
+
+
+class CostModelError(CoschedError):
+    """A cost model that cannot be trained, saved or loaded."""
+
+
+class ScheduleError(CoschedError):
+    """An invalid schedule: a task missing or repeated, an order that breaks a dependency."""
+
+
+class SLOError(CoschedError):
+    """A latency objective that no schedule found can meet."""
+
+
+class PlanError(CoschedError):
+    """A plan that fails schema validation, hash checks or dependency-order proofs."""
+
+
+class RuntimeFailure(CoschedError):
+    """Execution of a plan failed: a worker or rank raised or timed out."""

@@ -1,0 +1,7 @@
+"""ONNX op -> torch implementations, one registry used by every executor."""
+
+from __future__ import annotations
+
+from cosched.ops.registry import OpContext, is_supported, lookup, register, run_op, supported_ops
+
+__all__ = ["OpContext", "is_supported", "lookup", "register", "run_op", "supported_ops"]

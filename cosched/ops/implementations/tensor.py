@@ -1,0 +1,1 @@
+"""Op implementations (being written)."""
