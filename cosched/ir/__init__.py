@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from cosched.ir.analysis import analyse, critical_path
+from cosched.ir.fusion import fuse
 from cosched.ir.graph import Graph, Op, OpCost, Task, TenantInfo, TensorInfo, WeightRef
+from cosched.ir.summary import GraphSummary, format_summary
 
-__all__ = ["Graph", "Op", "OpCost", "Task", "TenantInfo", "TensorInfo", "WeightRef"]
+__all__ = [
+    "Graph",
+    "GraphSummary",
+    "Op",
+    "OpCost",
+    "Task",
+    "TenantInfo",
+    "TensorInfo",
+    "WeightRef",
+    "analyse",
+    "critical_path",
+    "format_summary",
+    "fuse",
+]
