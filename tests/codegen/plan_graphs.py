@@ -1,0 +1,118 @@
+"""Tiny graphs with tasks for the codegen and runtime tests, built inline (no ONNX import).
+
+Each tenant references a small stand-in model file (its bytes only feed the sha256 a plan
+records); weights are folded constants, so executors need no model to read.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cosched.ir.graph import Graph, Op, Task, TenantInfo, TensorInfo, frozen_mapping, qualify
+
+SHAPE = (4, 8)
+
+
+class Builder:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tensors: dict[str, TensorInfo] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.ops: list[Op] = []
+        self.inputs: dict[str, list[tuple[str, str]]] = {}
+        self.outputs: dict[str, list[tuple[str, str]]] = {}
+        self.rng = np.random.default_rng(0)
+
+    def input(self, tenant: str, name: str) -> str:
+        full = qualify(tenant, name)
+        self.tensors[full] = TensorInfo(full, SHAPE, "float32", tenant, "input")
+        self.inputs.setdefault(tenant, []).append((name, full))
+        return full
+
+    def constant(self, tenant: str, name: str, shape: tuple[int, ...]) -> str:
+        full = qualify(tenant, name)
+        self.tensors[full] = TensorInfo(full, shape, "float32", tenant, "constant")
+        self.constants[full] = self.rng.standard_normal(shape).astype(np.float32) * 0.3
+        return full
+
+    def op(self, tenant: str, op_type: str, inputs: Sequence[str], name: str) -> str:
+        out = qualify(tenant, f"{name}_out")
+        self.tensors[out] = TensorInfo(out, SHAPE, "float32", tenant, "activation")
+        self.ops.append(Op(qualify(tenant, name), op_type, tenant, tuple(inputs), (out,), opset=18))
+        return out
+
+    def output(self, tenant: str, tensor: str, name: str) -> None:
+        self.outputs.setdefault(tenant, []).append((name, tensor))
+
+    def build(self, groups: Sequence[Sequence[str]] | None = None) -> Graph:
+        """One task per op unless ``groups`` lists op names (unqualified ids) per task."""
+        tenants = []
+        for t in self.inputs:
+            model = self.root / f"{t}.onnx"
+            model.write_bytes(f"stand-in model of tenant {t}".encode())
+            tenants.append(TenantInfo(
+                t, str(model), "0" * 64, frozen_mapping({"": 18}),
+                tuple(self.inputs[t]), tuple(self.outputs.get(t, ())), batch=1,
+            ))
+        tasks = [Task(i, op.tenant, (op.name,), op.name.split("/", 1)[1]) for i, op in enumerate(self.ops)]
+        if groups is not None:
+            tasks = [Task(i, names[0].split("/")[0], tuple(names), "+".join(n.split("/")[1] for n in names))
+                     for i, names in enumerate(groups)]
+        return Graph(
+            tenants=tuple(tenants), ops=tuple(self.ops), tensors=frozen_mapping(self.tensors),
+            constants=frozen_mapping(self.constants), tasks=tuple(tasks),
+        ).verify()
+
+
+def tenant_mix(root: Path, tenants: Sequence[str] = ("a", "b", "c")) -> Graph:
+    """Per tenant a diamond: relu -> (matmul, add) -> add -> mul, one task per op."""
+    b = Builder(root)
+    for t in tenants:
+        x = b.input(t, "x")
+        w = b.constant(t, "w", (8, 8))
+        c = b.constant(t, "c", SHAPE)
+        r = b.op(t, "Relu", [x], "relu")
+        m = b.op(t, "MatMul", [r, w], "matmul")
+        a = b.op(t, "Add", [r, c], "shift")
+        s = b.op(t, "Add", [m, a], "join")
+        y = b.op(t, "Mul", [s, s], "square")
+        b.output(t, y, "y")
+        b.output(t, m, "hidden")
+    return b.build()
+
+
+def random_dag(root: Path, n_ops: int, seed: int) -> Graph:
+    """One tenant, ``n_ops`` ops each reading one or two random earlier tensors."""
+    rng = random.Random(seed)
+    b = Builder(root)
+    values = [b.input("r", "x0"), b.input("r", "x1")]
+    w = b.constant("r", "w", (8, 8))
+    for i in range(n_ops):
+        kind = rng.choice(["Add", "Mul", "Relu", "MatMul", "Tanh"])
+        first = rng.choice(values[-6:])
+        inputs = {"Add": [first, rng.choice(values)], "Mul": [first, rng.choice(values)],
+                  "MatMul": [first, w]}.get(kind, [first])
+        values.append(b.op("r", kind, inputs, f"op{i}"))
+    b.output("r", values[-1], "y")
+    b.output("r", values[len(values) // 2], "mid")
+    return b.build()
+
+
+def random_streams(graph: Graph, k: int, seed: int) -> list[list[int]]:
+    """Tasks dealt to ``k`` streams at random, each stream in topological (id) order."""
+    rng = random.Random(seed)
+    streams: list[list[int]] = [[] for _ in range(k)]
+    for task in graph.tasks:
+        streams[rng.randrange(k)].append(task.id)
+    return [s for s in streams if s]
+
+
+def per_tenant_streams(graph: Graph) -> list[list[int]]:
+    streams: dict[str, list[int]] = {}
+    for task in graph.tasks:
+        streams.setdefault(task.tenant, []).append(task.id)
+    return list(streams.values())
