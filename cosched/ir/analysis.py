@@ -48,12 +48,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Literal
 
 import networkx as nx
+import numpy as np
 
 from cosched.errors import GraphError, ShapeError
-from cosched.ir.graph import Graph, Op, OpCost, Task
+from cosched.ir.graph import Graph, Op, OpCost, Task, TensorInfo
 from cosched.ir.passes import Pass
 
 __all__ = [
@@ -246,14 +248,24 @@ def op_flops(graph: Graph, op: Op) -> int:
     return 0
 
 
+@cache
+def _itemsize(dtype: str) -> int:
+    return np.dtype(dtype).itemsize
+
+
+def _nbytes(info: TensorInfo) -> int:
+    # TensorInfo.nbytes, without numpy's per-call overhead (analysis visits every tensor).
+    return math.prod(info.shape) * _itemsize(info.dtype)
+
+
 def op_cost(graph: Graph, op: Op) -> OpCost:
     """The :class:`OpCost` of one op of ``graph``."""
     if op.op_type in VIEW_OPS and op.domain in ("", "ai.onnx"):
         return OpCost()
     reads = [graph.tensor(name) for name in dict.fromkeys(i for i in op.inputs if i)]
-    written = sum(graph.tensor(o).nbytes for o in op.outputs if o)
-    read = 0 if op.op_type in _METADATA_OPS else sum(t.nbytes for t in reads)
-    params = sum(t.nbytes for t in reads if t.kind == "weight")
+    written = sum(_nbytes(graph.tensor(o)) for o in op.outputs if o)
+    read = 0 if op.op_type in _METADATA_OPS else sum(_nbytes(t) for t in reads)
+    params = sum(_nbytes(t) for t in reads if t.kind == "weight")
     return OpCost(op_flops(graph, op), read, written, params)
 
 

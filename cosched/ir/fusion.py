@@ -19,7 +19,8 @@ fusion in inference compilers:
 3. A tensor produced inside a task may be read by other ops only if they all join the same
    task: an op whose output has two consumers ends its task unless both consumers fuse
    into it (the exporters' GELU ``x*0.5*(1+erf(x/sqrt 2))`` and SiLU ``x*sigmoid(x)`` read
-   ``x`` twice and stay one task). Only the last op of a task feeds other tasks.
+   ``x`` twice and stay one task). Only the last op of a task feeds other tasks or
+   writes a graph output.
 4. Tasks never span tenants, and the task DAG stays acyclic (every task is convex: no path
    leaves it and comes back).
 
@@ -106,15 +107,19 @@ def _grow_groups(graph: Graph) -> list[list[int]]:
     return groups
 
 
-def _split_group(graph: Graph, members: Sequence[int]) -> list[list[int]]:
-    """Pass 2: cut a group where a tensor is read outside the segment that produces it."""
+def _split_group(graph: Graph, members: Sequence[int], outputs: frozenset[str]) -> list[list[int]]:
+    """Pass 2: cut a group where a tensor is read outside the segment that produces it.
+
+    A graph output counts as read outside, so it is always its task's last op's output.
+    """
     segment_of: dict[str, int] = {}
     segments: list[list[int]] = []
     for i in reversed(members):
         op = graph.ops[i]
         current = len(segments) - 1
         readers = (c.name for out in op.outputs if out for c in graph.consumers(out))
-        if not segments or not all(segment_of.get(r) == current for r in readers):
+        escapes = any(out in outputs for out in op.outputs)
+        if not segments or escapes or not all(segment_of.get(r) == current for r in readers):
             segments.append([])
             current += 1
         segments[current].append(i)
@@ -142,8 +147,9 @@ class Fuse(Pass):
 
     def run(self, graph: Graph) -> Graph:
         tasks: list[Task] = []
+        outputs = frozenset(name for t in graph.tenants for _, name in t.outputs)
         for group in _grow_groups(graph):
-            for segment in _split_group(graph, group):
+            for segment in _split_group(graph, group, outputs):
                 ops = [graph.ops[i] for i in segment]
                 tasks.append(Task(len(tasks), ops[0].tenant, tuple(op.name for op in ops), task_name(ops)))
         return graph.replace(tasks=tuple(tasks))

@@ -1,0 +1,70 @@
+"""The pass infrastructure: verification around passes and errors that name the pass."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_graphs import GraphBuilder
+
+from cosched.errors import GraphError, ShapeError
+from cosched.ir.analysis import Analyse
+from cosched.ir.fusion import Fuse
+from cosched.ir.graph import Graph, Task
+from cosched.ir.passes import Pass, Sequential
+
+
+def _graph() -> Graph:
+    b = GraphBuilder()
+    x = b.input("m", "x", (2, 3))
+    y = b.op("m", "Relu", [x], (2, 3), name="relu")
+    return b.build({"m": [y]})
+
+
+class _Raises(Pass):
+    name = "raiser"
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def run(self, graph: Graph) -> Graph:
+        raise self.exc
+
+
+class _DropsOps(Pass):
+    name = "dropper"
+
+    def run(self, graph: Graph) -> Graph:
+        return graph.replace(tasks=(Task(0, "m", ("m/nope",)),))
+
+
+def test_sequential_runs_passes_in_order() -> None:
+    graph = Sequential([Fuse(), Analyse()])(_graph())
+    assert graph.ops[0].cost is not None and graph.ops[0].cost.flops == 6
+    assert len(graph.tasks) == 1
+
+
+def test_failure_is_reraised_with_the_pass_name_and_same_type() -> None:
+    with pytest.raises(ShapeError, match=r"pass 'raiser' failed: tensor 'm/t' is bad"):
+        _Raises(ShapeError("tensor 'm/t' is bad"))(_graph())
+
+
+def test_sequential_names_the_passes_that_ran_before() -> None:
+    pipeline = Sequential([Analyse(), _Raises(ShapeError("boom"))])
+    with pytest.raises(ShapeError, match=r"pass 'raiser' \(after analyse\) failed: boom"):
+        pipeline(_graph())
+
+
+def test_invalid_result_is_caught_at_the_pass_that_made_it() -> None:
+    with pytest.raises(GraphError, match=r"pass 'dropper' produced an invalid graph.*m/nope"):
+        Sequential([Analyse(), _DropsOps(), Fuse()])(_graph())
+
+
+def test_invalid_input_graph_is_refused() -> None:
+    broken = _graph().replace(tasks=(Task(0, "m", ("m/missing",)),))
+    with pytest.raises(GraphError, match=r"pass 'fuse' got an invalid graph.*m/missing"):
+        Fuse()(broken)
+
+
+def test_other_exceptions_keep_their_type_and_gain_a_note() -> None:
+    with pytest.raises(KeyError) as info:
+        _Raises(KeyError("k"))(_graph())
+    assert "raised in pass 'raiser'" in info.value.__notes__
