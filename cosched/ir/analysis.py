@@ -109,7 +109,7 @@ _METADATA_OPS = frozenset({"Shape", "Size"})
 
 
 # --------------------------------------------------------------------------- FLOP rules
-def _shape(graph: Graph, op: Op, name: str) -> tuple[int, ...]:
+def _shape(graph: Graph, name: str) -> tuple[int, ...]:
     return graph.tensor(name).shape
 
 
@@ -120,7 +120,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 def _operand(graph: Graph, op: Op, index: int, what: str) -> tuple[int, ...]:
     if len(op.inputs) <= index or not op.inputs[index]:
         raise ShapeError(f"op {op.name!r} ({op.op_type}) has no {what} (input {index})")
-    return _shape(graph, op, op.inputs[index])
+    return _shape(graph, op.inputs[index])
 
 
 def _has_input(op: Op, index: int) -> bool:
@@ -128,7 +128,7 @@ def _has_input(op: Op, index: int) -> bool:
 
 
 def _conv(graph: Graph, op: Op) -> int:
-    y = _numel(_shape(graph, op, op.outputs[0]))
+    y = _numel(_shape(graph, op.outputs[0]))
     w = _operand(graph, op, 1, "weight")
     flops = 2 * y * _numel(w[1:])  # W: (Cout, Cin/group, *kernel)
     return flops + (y if _has_input(op, 2) else 0)
@@ -137,7 +137,7 @@ def _conv(graph: Graph, op: Op) -> int:
 def _conv_transpose(graph: Graph, op: Op) -> int:
     x = _numel(_operand(graph, op, 0, "data input"))
     w = _operand(graph, op, 1, "weight")  # W: (Cin, Cout/group, *kernel)
-    bias = _numel(_shape(graph, op, op.outputs[0])) if _has_input(op, 2) else 0
+    bias = _numel(_shape(graph, op.outputs[0])) if _has_input(op, 2) else 0
     return 2 * x * _numel(w[1:]) + bias
 
 
@@ -145,7 +145,7 @@ def _gemm(graph: Graph, op: Op) -> int:
     a = _operand(graph, op, 0, "input A")
     if len(a) != 2:
         raise ShapeError(f"op {op.name!r} (Gemm): input A must be 2-D, got shape {a}")
-    m, n = _shape(graph, op, op.outputs[0])
+    m, n = _shape(graph, op.outputs[0])
     k = a[0] if op.attr("transA", 0) else a[1]
     flops = 2 * m * n * k
     flops += m * n if float(op.attr("alpha", 1.0)) != 1.0 else 0
@@ -156,7 +156,7 @@ def _gemm(graph: Graph, op: Op) -> int:
 
 def _matmul(graph: Graph, op: Op) -> int:
     k = _operand(graph, op, 0, "input A")[-1]
-    return 2 * _numel(_shape(graph, op, op.outputs[0])) * k
+    return 2 * _numel(_shape(graph, op.outputs[0])) * k
 
 
 def _einsum_labels(term: str, rank: int, op: Op) -> list[str]:
@@ -202,7 +202,7 @@ def _pool(graph: Graph, op: Op) -> int:
     if not kernel:
         raise ShapeError(f"op {op.name!r} ({op.op_type}) has no kernel_shape attribute")
     per_output = _numel(tuple(int(k) for k in kernel)) * (2 if op.op_type == "LpPool" else 1)
-    return _numel(_shape(graph, op, op.outputs[0])) * per_output
+    return _numel(_shape(graph, op.outputs[0])) * per_output
 
 
 def _resize(graph: Graph, op: Op) -> int:
@@ -211,7 +211,7 @@ def _resize(graph: Graph, op: Op) -> int:
     if mode == "nearest":
         return 0
     x = _operand(graph, op, 0, "data input")
-    y = _shape(graph, op, op.outputs[0])
+    y = _shape(graph, op.outputs[0])
     resized = sum(1 for a, b in zip(x, y, strict=False) if a != b)
     return _numel(y) * 2 * (4 if mode == "cubic" else 2) ** resized
 
@@ -238,13 +238,13 @@ def op_flops(graph: Graph, op: Op) -> int:
         return int(rule(graph, op))
     outputs = [o for o in op.outputs if o]
     if op.op_type in PER_ELEMENT and outputs:
-        return PER_ELEMENT[op.op_type] * _numel(_shape(graph, op, outputs[0]))
+        return PER_ELEMENT[op.op_type] * _numel(_shape(graph, outputs[0]))
     if op.op_type in _VARIADIC and outputs:
         n_in = len([i for i in op.inputs if i])
         per = n_in - 1 + (1 if op.op_type == "Mean" else 0)
-        return per * _numel(_shape(graph, op, outputs[0]))
+        return per * _numel(_shape(graph, outputs[0]))
     if op.op_type in _PER_INPUT_ELEMENT and op.inputs and op.inputs[0]:
-        return _PER_INPUT_ELEMENT[op.op_type] * _numel(_shape(graph, op, op.inputs[0]))
+        return _PER_INPUT_ELEMENT[op.op_type] * _numel(_shape(graph, op.inputs[0]))
     return 0
 
 
