@@ -1,0 +1,119 @@
+"""``cosched profile``: measure a device, fit the cost model, report held-out accuracy.
+
+Writes under ``-o DIR``: ``profiles.sqlite`` (appended to when it exists), ``model/`` (two
+XGBoost JSON boosters and ``metadata.json``) and ``metrics.json`` (held-out accuracy split by
+task signature, with the roofline and no-interference baselines; see
+:mod:`cosched.costmodel.evaluate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from cosched.errors import ConfigError, CoschedError, ProfileError
+
+__all__ = ["register", "run_profile"]
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+examples:
+  cosched profile --device cpu --zoo tiny --budget-s 300 -o profiles/cpu
+  cosched profile --device cuda:0 --models resnet50.onnx bert.onnx -o profiles/h100 --json"""
+
+REPORTED = ("standalone_mape", "standalone_spearman", "corun_mape", "corun_spearman",
+            "roofline_corun_mape", "no_interference_corun_mape", "slowdown_mape")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "profile", help="profile tasks and co-run groups on a device and fit the cost model",
+        description="Measure every distinct task alone and in co-run groups, fit the XGBoost "
+                    "cost model and report its accuracy on held-out task signatures.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default cpu)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--models", nargs="+", metavar="FILE.onnx", help="ONNX models to profile")
+    source.add_argument("--zoo", choices=("tiny", "full"), help="profile every zoo model of this size")
+    parser.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
+    parser.add_argument("--budget-s", type=float, default=300.0, metavar="N",
+                        help="wall-time budget of the measurements in seconds (default 300)")
+    parser.add_argument("--max-groups", type=int, default=None, metavar="N",
+                        help="stop after N co-run groups (default: until the budget is spent)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of group choice and the split")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.budget_s <= 0 or args.batch < 1:
+        raise ConfigError(f"--budget-s must be > 0 and --batch >= 1, got {args.budget_s} and {args.batch}")
+    metrics = run_profile(
+        device=args.device, models=args.models, zoo_size=args.zoo, batch=args.batch,
+        budget_s=args.budget_s, max_groups=args.max_groups, seed=args.seed,
+        output=Path(args.output), quiet=args.quiet,
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        for key in REPORTED:
+            print(f"{key:32s} {metrics[key]:.4f}")
+        print(f"{'samples':32s} {metrics['samples']}")
+        print(f"wrote {args.output}/profiles.sqlite, {args.output}/model/, {args.output}/metrics.json")
+    return 0
+
+
+def run_profile(*, device: str, models: list[str] | None, zoo_size: str | None, batch: int,
+                budget_s: float, max_groups: int | None, seed: int, output: Path,
+                quiet: bool) -> dict[str, Any]:
+    """Detect, load, profile, evaluate, fit and save; returns the metrics written."""
+    from cosched.costmodel.device import DeviceSpec
+    from cosched.costmodel.evaluate import evaluate
+    from cosched.costmodel.profiler import ProfileConfig, Profiler
+    from cosched.costmodel.store import ProfileStore
+    from cosched.costmodel.xgb import XGBoostModel
+
+    spec = DeviceSpec.detect(device)
+    graphs = _load(models, zoo_size, batch)
+    config = ProfileConfig(budget_s=budget_s, max_groups=max_groups, seed=seed, quiet=quiet)
+    output.mkdir(parents=True, exist_ok=True)
+    with ProfileStore(output / "profiles.sqlite") as store:
+        data = Profiler(spec, config).profile(graphs, store)
+    if not data.groups:
+        raise ProfileError(f"no co-run group was measured in {budget_s} s; raise --budget-s")
+    metrics = evaluate(data, seed=seed)
+    model = XGBoostModel(spec).fit(data)
+    model.metrics = {**model.metrics, "held_out": metrics}
+    model.save(output / "model")
+    metrics = {**metrics, "device": spec.name, "fingerprint": spec.fingerprint,
+               "standalone_signatures": len(data.standalone), "corun_groups": len(data.groups)}
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    (output / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def _load(models: list[str] | None, zoo_size: str | None, batch: int) -> list[Any]:
+    """Fused and analysed graphs: one of all ``models``, or one per zoo model."""
+    from cosched.ir import analyse, fuse, load_models
+
+    if models:
+        return [analyse(fuse(load_models([Path(m) for m in models], batch=batch)))]
+    from cosched import zoo
+
+    graphs = []
+    for name in zoo.names():
+        try:
+            path = zoo.export(name, size=zoo_size or "tiny", batch=batch)
+            graphs.append(analyse(fuse(load_models([path], batch=batch))))
+        except CoschedError as exc:
+            log.warning("zoo model %s (%s) left out of profiling: %s", name, zoo_size, exc)
+    if not graphs:
+        raise ProfileError(f"no zoo model of size {zoo_size!r} could be loaded; see the warnings above")
+    return graphs
