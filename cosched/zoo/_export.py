@@ -143,7 +143,9 @@ def export(
     if cached.exists():
         log.debug("zoo: %s %s found in cache: %s", name, size, cached)
     else:
-        _export_to(cached, model, size=size, batch=batch, dynamic_batch=dynamic_batch, legacy=legacy)
+        _export_to(
+            cached, model, size=size, batch=batch, dynamic_batch=dynamic_batch, legacy=legacy
+        )
     if path is None:
         return cached
     return _copy_atomic(cached, Path(path))
@@ -193,7 +195,9 @@ def _export_to(
     arrays = example_inputs(model.name, size, trace_batch)
     args = tuple(torch.from_numpy(arrays[n]) for n in model.input_names(size))
     module = model.build(size)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.onnx", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=".tmp.onnx", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -221,11 +225,13 @@ def _run_exporter(
     dynamic_batch: bool,
     legacy: bool,
 ) -> None:
-    names = dict(input_names=list(model.input_names(size)), output_names=list(model.output_names))
+    input_names = list(model.input_names(size))
+    output_names = list(model.output_names)
     if legacy:
         torch.onnx.export(
             module, args, str(tmp), dynamo=False, opset_version=LEGACY_OPSET,
-            dynamic_axes=model.dynamic_axes(size) if dynamic_batch else None, **names,
+            dynamic_axes=model.dynamic_axes(size) if dynamic_batch else None,
+            input_names=input_names, output_names=output_names,
         )  # fmt: skip
         return
     dynamic_shapes = None
@@ -234,5 +240,5 @@ def _run_exporter(
         dynamic_shapes = tuple({0: batch_dim} for _ in args)
     torch.onnx.export(
         module, args, str(tmp), dynamo=True, external_data=False, dynamic_shapes=dynamic_shapes,
-        verbose=False, **names,
+        verbose=False, input_names=input_names, output_names=output_names,
     )  # fmt: skip

@@ -14,7 +14,9 @@ residual branches of ResNet and MobileNetV2 use a small range (as torchvision's
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import chain
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,7 +64,7 @@ def _init_embedding(m: nn.Embedding, g: torch.Generator) -> None:
     m.weight.normal_(0.0, 1.0 / math.sqrt(m.embedding_dim), generator=g)
 
 
-_INITS = (
+_INITS: tuple[tuple[type[nn.Module], Callable[[Any, torch.Generator], None]], ...] = (
     (nn.Conv2d, _init_conv),
     (nn.Linear, _init_linear),
     (nn.BatchNorm2d, _init_batchnorm),
@@ -79,7 +81,7 @@ def init_seeded(module: nn.Module, seed: int) -> None:
         for sub in module.modules():
             for kind, init in _INITS:
                 if isinstance(sub, kind):
-                    init(sub, g)  # type: ignore[operator]
+                    init(sub, g)
                     own = chain(sub.parameters(recurse=False), sub.buffers(recurse=False))
                     done.update(id(t) for t in own)
                     break

@@ -33,5 +33,5 @@ def conv_bn(
 
 def small_gamma(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
     """Mark ``bn`` as the last BatchNorm of a residual branch (small seeded scale)."""
-    bn.init_gamma = RESIDUAL_GAMMA
+    bn.init_gamma = RESIDUAL_GAMMA  # type: ignore[assignment]  # read by _init.py
     return bn

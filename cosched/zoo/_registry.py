@@ -29,6 +29,4 @@ def spec(name: str) -> ModelSpec:
     try:
         return ZOO[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown zoo model {name!r}; expected one of {', '.join(ZOO)}"
-        ) from None
+        raise ConfigError(f"unknown zoo model {name!r}; expected one of {', '.join(ZOO)}") from None

@@ -65,7 +65,9 @@ class DLRM(nn.Module):
         self.pairs = [(i, j) for i in range(features) for j in range(i)]  # strictly lower
         self.flat_pairs = [i * features + j for i, j in self.pairs]
         self.bottom = _mlp((config.dense, *config.bottom), sigmoid_last=False)
-        self.tables = nn.ModuleList(nn.Embedding(rows, config.embedding_dim) for rows in config.table_rows)
+        self.tables = nn.ModuleList(
+            nn.Embedding(rows, config.embedding_dim) for rows in config.table_rows
+        )
         top_in = config.embedding_dim + len(self.pairs)
         self.top = _mlp((top_in, *config.top, 1), sigmoid_last=True)
 
@@ -83,7 +85,9 @@ def _inputs(config: DLRMConfig) -> tuple[InputSpec, ...]:
     tables = len(config.table_rows)
     return (
         InputSpec("dense_features", (config.dense,), "float32"),
-        InputSpec("sparse_indices", (tables, config.bag), "int64", kind="index", high=config.table_rows),
+        InputSpec(
+            "sparse_indices", (tables, config.bag), "int64", kind="index", high=config.table_rows
+        ),
     )
 
 
@@ -93,7 +97,9 @@ SPEC = ModelSpec(
     configs=(
         (
             "tiny",
-            DLRMConfig(dense=4, table_rows=(50, 30, 20), embedding_dim=8, bag=2, bottom=(16, 8), top=(16,)),
+            DLRMConfig(
+                dense=4, table_rows=(50, 30, 20), embedding_dim=8, bag=2, bottom=(16, 8), top=(16,)
+            ),
         ),
         (
             "full",

@@ -104,7 +104,12 @@ SPEC = ModelSpec(
     name="googlenet",
     summary="GoogLeNet (Inception-v1) image classifier (four-branch Inception modules, BatchNorm)",
     configs=(
-        ("tiny", GoogLeNetConfig(divisor=8, stages=(("3a",), ("4a", "4e"), ("5b",)), image=64, num_classes=10)),
+        (
+            "tiny",
+            GoogLeNetConfig(
+                divisor=8, stages=(("3a",), ("4a", "4e"), ("5b",)), image=64, num_classes=10
+            ),
+        ),
         (
             "full",
             GoogLeNetConfig(

@@ -42,7 +42,9 @@ class InceptionA(nn.Module):
         self.branch1x1 = _conv(cin, c(64), 1)
         self.branch5x5 = nn.Sequential(_conv(cin, c(48), 1), _conv(c(48), c(64), 5, padding=2))
         self.branch3x3dbl = nn.Sequential(
-            _conv(cin, c(64), 1), _conv(c(64), c(96), 3, padding=1), _conv(c(96), c(96), 3, padding=1)
+            _conv(cin, c(64), 1),
+            _conv(c(64), c(96), 3, padding=1),
+            _conv(c(96), c(96), 3, padding=1),
         )
         self.branch_pool = _conv(cin, pool, 1)
         self.out_channels = c(64) + c(64) + c(96) + pool
@@ -57,7 +59,9 @@ class InceptionB(nn.Module):
         super().__init__()
         self.branch3x3 = _conv(cin, c(384), 3, stride=2)
         self.branch3x3dbl = nn.Sequential(
-            _conv(cin, c(64), 1), _conv(c(64), c(96), 3, padding=1), _conv(c(96), c(96), 3, stride=2)
+            _conv(cin, c(64), 1),
+            _conv(c(64), c(96), 3, padding=1),
+            _conv(c(96), c(96), 3, stride=2),
         )
         self.out_channels = c(384) + c(96) + cin
 
@@ -187,7 +191,12 @@ SPEC = ModelSpec(
         (
             "tiny",
             InceptionV3Config(
-                scale=1 / 8, a_pool_features=(32,), c_channels=(128,), e_blocks=1, image=75, num_classes=10
+                scale=1 / 8,
+                a_pool_features=(32,),
+                c_channels=(128,),
+                e_blocks=1,
+                image=75,
+                num_classes=10,
             ),
         ),
         (

@@ -79,7 +79,9 @@ class MobileNetV2(nn.Module):
         layers.append(conv_bn(cin, config.last_channel, 1, act=nn.ReLU6))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(config.last_channel, config.num_classes))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.2), nn.Linear(config.last_channel, config.num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
@@ -96,7 +98,11 @@ SPEC = ModelSpec(
         (
             "tiny",
             MobileNetV2Config(
-                width=0.25, repeats=(1, 2, 1, 2, 1, 1, 1), last_channel=128, image=32, num_classes=10
+                width=0.25,
+                repeats=(1, 2, 1, 2, 1, 1, 1),
+                last_channel=128,
+                image=32,
+                num_classes=10,
             ),
         ),
         (

@@ -22,7 +22,9 @@ def test_list_shows_every_model_size_inputs_and_params(capsys: pytest.CaptureFix
     assert "sparse_indices:int64[B,26,4]" in rows["dlrm", "full"]
 
 
-def test_export_writes_the_requested_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_writes_the_requested_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "g.onnx"
     argv = ["zoo", "export", "googlenet", "-o", str(out), "--batch", "2", "--legacy-exporter"]
     assert main(argv) == 0
@@ -40,7 +42,9 @@ def test_export_dynamic_batch_flag(tmp_path: Path) -> None:
     assert dim.dim_param and not dim.dim_value
 
 
-def test_export_unknown_model_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_unknown_model_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["zoo", "export", "alexnet", "-o", str(tmp_path / "a.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'alexnet'" in err and "resnet50" in err

@@ -76,7 +76,9 @@ def test_dynamic_batch_is_symbolic_and_runs_any_batch(name: str, legacy: bool) -
         feeds = zoo.example_inputs(name, "tiny", batch)
         module = zoo.build(name)
         with torch.no_grad():
-            expected = module(*[torch.from_numpy(feeds[n]) for n in zoo.ZOO[name].input_names("tiny")])
+            expected = module(
+                *[torch.from_numpy(feeds[n]) for n in zoo.ZOO[name].input_names("tiny")]
+            )
         expected = expected if isinstance(expected, tuple) else (expected,)
         for got, want in zip(session.run(None, feeds), expected, strict=True):
             assert got.shape[0] == batch
@@ -109,19 +111,27 @@ def test_bad_batch_is_rejected(batch: object) -> None:
         zoo.export("dlrm", batch=batch)  # type: ignore[arg-type]
 
 
-def test_exporter_failure_is_an_export_error_and_leaves_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exporter_failure_is_an_export_error_and_leaves_no_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def explode(*args: object, **kwargs: object) -> None:
         print("exporter chatter before the crash")
         raise RuntimeError("unsupported operator aten::frobnicate")
 
     monkeypatch.setattr(torch.onnx, "export", explode)
-    with pytest.raises(zoo.ExportError, match=r"'dlrm' \(size tiny, batch 5, dynamo.*frobnicate") as info:
+    with pytest.raises(
+        zoo.ExportError, match=r"'dlrm' \(size tiny, batch 5, dynamo.*frobnicate"
+    ) as info:
         zoo.export("dlrm", batch=5)
     assert "exporter chatter" in str(info.value)
-    assert not list(zoo.cache_dir().glob("dlrm-tiny-b5-*")) and not list(zoo.cache_dir().glob(".dlrm-tiny-b5*"))
+    assert not list(zoo.cache_dir().glob("dlrm-tiny-b5-*")) and not list(
+        zoo.cache_dir().glob(".dlrm-tiny-b5*")
+    )
 
 
-def test_unwritable_cache_dir_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unwritable_cache_dir_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv(zoo.CACHE_ENV, str(blocker / "cache"))
