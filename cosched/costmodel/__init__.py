@@ -1,7 +1,44 @@
-"""Cost models: device specs, profiling, profile store, XGBoost and roofline latency models."""
+"""Cost models: device specs, profiling, profile store, XGBoost and roofline latency models.
+
+``XGBoostModel`` and ``evaluate`` are imported on first use, so that importing the interface
+does not load xgboost.
+"""
 
 from __future__ import annotations
 
-from cosched.costmodel.base import CostModel
+from typing import Any
 
-__all__ = ["CostModel"]
+from cosched.costmodel.base import CostModel
+from cosched.costmodel.device import DeviceSpec
+from cosched.costmodel.features import task_features, task_signature
+from cosched.costmodel.profiler import ProfileConfig, Profiler
+from cosched.costmodel.roofline import RooflineModel
+from cosched.costmodel.store import CorunGroup, ProfileData, ProfileStore, StandaloneRecord
+
+__all__ = [
+    "CorunGroup",
+    "CostModel",
+    "DeviceSpec",
+    "ProfileConfig",
+    "ProfileData",
+    "ProfileStore",
+    "Profiler",
+    "RooflineModel",
+    "StandaloneRecord",
+    "XGBoostModel",
+    "evaluate",
+    "task_features",
+    "task_signature",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "XGBoostModel":
+        from cosched.costmodel.xgb import XGBoostModel
+
+        return XGBoostModel
+    if name == "evaluate":
+        from cosched.costmodel.evaluate import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'cosched.costmodel' has no attribute {name!r}")

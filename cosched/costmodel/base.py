@@ -43,6 +43,19 @@ class CostModel(ABC):
         """Standalone latencies of many tasks, in ms; models override this to batch."""
         return np.array([self.predict_task(graph, t) for t in tasks], dtype=np.float64)
 
+    def predict_slowdowns(
+        self, graph: Graph, queries: Sequence[tuple[Task, Sequence[Task]]]
+    ) -> np.ndarray:
+        """Slowdown factors of many ``(task, co_runners)`` queries; models override this to batch."""
+        return np.array(
+            [self.predict_slowdown(graph, t, co) for t, co in queries], dtype=np.float64
+        )
+
     def save(self, directory: str | Path) -> None:
         """Write the model as open formats (JSON) under ``directory``."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CostModel:
+        """Read a model written by :meth:`save`; :class:`CostModelError` naming the file if bad."""
+        raise NotImplementedError(f"{cls.__name__} cannot be loaded")
