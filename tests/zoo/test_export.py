@@ -70,7 +70,7 @@ def test_dynamic_batch_is_symbolic_and_runs_any_batch(name: str, legacy: bool) -
     path = zoo.export(name, dynamic_batch=True, legacy=legacy)
     dims = batch_dims(path)
     assert len(dims) == len(zoo.ZOO[name].input_names("tiny")) + len(zoo.ZOO[name].output_names)
-    assert all(d.dim_param and not d.dim_value for d in dims)
+    assert all(d.dim_param == "batch" and not d.dim_value for d in dims)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         feeds = zoo.example_inputs(name, "tiny", batch)
@@ -137,3 +137,19 @@ def test_unwritable_cache_dir_is_a_config_error(
     monkeypatch.setenv(zoo.CACHE_ENV, str(blocker / "cache"))
     with pytest.raises(ConfigError, match=f"{blocker / 'cache'}.*{zoo.CACHE_ENV}"):
         zoo.export("dlrm")
+
+
+def test_public_names_are_exported() -> None:
+    public = {n for n in vars(zoo) if not n.startswith("_")}
+    modules = {
+        "bert",
+        "dlrm",
+        "googlenet",
+        "inception",
+        "mobilenet",
+        "resnet",
+        "squeezenet",
+        "nn",
+        "annotations",
+    }
+    assert public - modules == set(zoo.__all__)
