@@ -2,4 +2,14 @@
 
 from __future__ import annotations
 
-from cosched.ops.implementations import elementwise, nn, tensor  # noqa: F401
+from cosched.ops.implementations import (  # noqa: F401
+    activations,
+    elementwise,
+    indexing,
+    nn,
+    normalization,
+    pooling,
+    reduce,
+    resize,
+    tensor,
+)
