@@ -172,6 +172,14 @@ def log_softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(x, dim=dim)
 
 
+@register("Hardmax", 13, 23)
+def hardmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
+    """1 at the first maximum along ``axis``, 0 elsewhere."""
+    dim = int(ctx.attr("axis", -1))
+    first = torch.argmax(x, dim=dim, keepdim=True)
+    return torch.zeros_like(x).scatter_(dim, first, 1)
+
+
 @register("Dropout", 10, 11)
 def dropout_legacy(ctx: OpContext, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     if ctx.num_outputs < 2:

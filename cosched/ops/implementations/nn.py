@@ -71,8 +71,14 @@ def conv_transpose(
             begin = same_pads(natural - size, mode)[0]
         else:
             pads = [int(p) for p in ctx.attr("pads", None) or [0] * (2 * rank)]
-            begin = 0 if out_shape else pads[i]
-            size = int(out_shape[i]) if out_shape else natural - pads[i] - pads[i + rank]
+            if out_shape:
+                # The spec's "else" branch (as onnxruntime): the larger half of the padding
+                # goes first; an output larger than the natural one is zero-filled at the end.
+                size = int(out_shape[i])
+                total = natural - size
+                begin = total - total // 2 if total > 0 else 0
+            else:
+                begin, size = pads[i], natural - pads[i] - pads[i + rank]
         begins.append(begin)
         sizes.append(size)
     # Pad or crop each axis so that it spans exactly [begin, begin + size) of the full result.

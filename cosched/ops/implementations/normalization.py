@@ -95,3 +95,19 @@ def lp_norm(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
         (x * x).sum(dim=int(ctx.attr("axis", -1)), keepdim=True)
     )
     return torch.where(norm == 0, torch.zeros_like(x), x / norm)
+
+
+@register("RMSNormalization", 23, 23)
+def rms_norm(
+    ctx: OpContext, x: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """``x / sqrt(mean(x^2 over axis..rank-1) + epsilon) * scale``, computed in stash_type."""
+    axis = int(ctx.attr("axis", -1)) % x.dim()
+    eps = float(ctx.attr("epsilon", 1e-5))
+    stash = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if int(ctx.attr("stash_type", 1)) != 1:
+        stash = x.dtype
+    work = x.to(stash)
+    dims = tuple(range(axis, x.dim()))
+    inv = torch.rsqrt((work * work).mean(dim=dims, keepdim=True) + eps)
+    return (work * inv).to(x.dtype) * scale

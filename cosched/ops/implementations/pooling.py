@@ -129,6 +129,15 @@ def average_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return _crop(total / count, outs).to(x.dtype)
 
 
+@register("LpPool", 18, 23)
+def lp_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
+    """``(sum over the window of |x|^p)^(1/p)``; padded cells contribute zero."""
+    win, outs, pads = _geometry(ctx, x)
+    p = float(ctx.attr("p", 2))
+    total = _window_sum(pad_spatial(x.abs() ** p, pads), win)
+    return _crop(total ** (1.0 / p), outs).to(x.dtype)
+
+
 @register("GlobalAveragePool", 1, 23)
 def global_average_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)

@@ -64,9 +64,15 @@ def _coeffs(ctx: OpContext, ratios: np.ndarray, scale: float) -> np.ndarray:
 def _source_coords(
     ctx: OpContext, out_len: int, in_len: int, scale: float, roi: tuple[float, float] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    # Coordinates are computed in float32, as onnxruntime does: with a float32 scale such as
+    # 0.6, 3 / 0.6 is exactly 5 in float32 but 4.9999998 in float64, a different nearest pixel.
+    # The "resized length" is scale * in_len (ONNX spec and reference; ONNX's node cases test
+    # it). onnxruntime uses the integer output length instead, so the two differ for
+    # align_corners / tf_crop_and_resize when scale * in_len is not an integer.
     mode = str(ctx.attr("coordinate_transformation_mode", "half_pixel"))
-    y = np.arange(out_len, dtype=np.float64)
-    out_f = scale * in_len
+    y = np.arange(out_len, dtype=np.float32)
+    scale = np.float32(scale)
+    out_f = scale * np.float32(in_len)
     if mode == "align_corners":
         return (np.zeros(out_len) if out_f == 1 else y * (in_len - 1) / (out_f - 1)), None
     if mode == "asymmetric":
@@ -78,7 +84,7 @@ def _source_coords(
     if mode == "tf_half_pixel_for_nn":
         return (y + 0.5) / scale, None
     if mode == "half_pixel_symmetric":
-        offset = in_len / 2 * (1 - out_len / out_f)
+        offset = np.float32(in_len / 2) * (1 - np.float32(out_len) / out_f)
         return offset + (y + 0.5) / scale - 0.5, None
     if mode == "tf_crop_and_resize":
         lo, hi = roi if roi is not None else (0.0, 1.0)
@@ -99,6 +105,7 @@ def _resize_axis(
 ) -> torch.Tensor:
     in_len = x.shape[axis]
     coords, extrapolated = _source_coords(ctx, out_len, in_len, scale, roi)
+    coords = coords.astype(np.float64)
     base = np.floor(coords)
     ratios = np.where(coords == base, 1.0, coords - base)
     w = _coeffs(ctx, ratios, scale)
