@@ -237,3 +237,13 @@ def test_batch_norm_training_mode_is_refused() -> None:
     model = _model("BatchNormalization", {"x": x, **stats}, 15, training_mode=1)
     with pytest.raises(UnsupportedOpError, match=r"BatchNormalization.*training"):
         cosched.backend.prepare(model).run([x, *stats.values()])
+
+
+def test_run_node_follows_the_given_opset() -> None:
+    x = _rand(2, 3, 4)
+    node = helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)
+    (legacy,) = cosched.backend.run_node(node, [x], opset_version=11)
+    (modern,) = cosched.backend.run_node(node, [x], opset_version=13)
+    np.testing.assert_allclose(legacy.reshape(2, 12).sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(modern.sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(legacy, modern)
