@@ -1,0 +1,143 @@
+"""Everything the search asks of a (graph, cost model) pair, computed once and cached.
+
+A :class:`CostTable` holds the task DAG as index arrays, the standalone latency of every
+task (one batched ``predict_tasks`` call), arithmetic intensities, bottom levels, and a
+cache of slowdown predictions keyed by ``(task, frozenset(co-runners))``. The simulator,
+the decoder, the baselines and the exact search all read it; the optimizer shares one
+table across all its trials, so each distinct co-run set is predicted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+
+import networkx as nx
+
+from cosched.costmodel.base import CostModel
+from cosched.errors import CostModelError, ScheduleError
+from cosched.ir.graph import Graph
+
+__all__ = ["CostTable", "Key"]
+
+#: A slowdown query: a task id and the ids of the tasks running beside it.
+Key = tuple[int, frozenset[int]]
+
+
+class CostTable:
+    """Cached costs of ``graph``'s tasks under ``model``.
+
+    ``launch_overhead_ms`` is added to every task's standalone latency (the host's cost of
+    issuing the task's kernels), so that many tiny tasks are not free.
+    """
+
+    def __init__(self, graph: Graph, model: CostModel, launch_overhead_ms: float = 0.0) -> None:
+        if not graph.tasks:
+            raise ScheduleError("the graph has no tasks to schedule; run fusion before search")
+        ids = [t.id for t in graph.tasks]
+        if ids != list(range(len(ids))):
+            raise ScheduleError(
+                f"graph tasks must have ids 0..{len(ids) - 1} in order; found {ids[:8]}..."
+            )
+        if launch_overhead_ms < 0:
+            raise ScheduleError(f"launch_overhead_ms must be >= 0, got {launch_overhead_ms}")
+        self.graph = graph
+        self.model = model
+        self.launch_overhead_ms = float(launch_overhead_ms)
+        self.n = len(ids)
+        self.dag: nx.DiGraph = graph.to_networkx("task")
+        self.preds: tuple[tuple[int, ...], ...] = tuple(
+            tuple(sorted(self.dag.predecessors(t))) for t in range(self.n)
+        )
+        self.succs: tuple[tuple[int, ...], ...] = tuple(
+            tuple(sorted(self.dag.successors(t))) for t in range(self.n)
+        )
+        for t, ps in enumerate(self.preds):
+            if ps and ps[-1] >= t:
+                raise ScheduleError(
+                    f"task {t} depends on task {ps[-1]}: task ids must be in topological order"
+                )
+        self.tenants: tuple[str, ...] = graph.tenant_names or tuple(
+            dict.fromkeys(t.tenant for t in graph.tasks)
+        )
+        index = {name: i for i, name in enumerate(self.tenants)}
+        self.tenant_of: tuple[int, ...] = tuple(index[t.tenant] for t in graph.tasks)
+        self.latency: tuple[float, ...] = self._latencies()
+        self._slowdown: dict[Key, float] = {}
+
+    def _latencies(self) -> tuple[float, ...]:
+        raw = self.model.predict_tasks(self.graph, self.graph.tasks)
+        if len(raw) != self.n:
+            raise CostModelError(
+                f"cost model {self.model.name!r} returned {len(raw)} latencies for {self.n} tasks"
+            )
+        out = []
+        for task, ms in zip(self.graph.tasks, raw, strict=True):
+            if not ms > 0:
+                raise CostModelError(
+                    f"cost model {self.model.name!r} predicts latency {ms} ms for task {task.id} "
+                    f"({task.name or task.ops[0]}); latencies must be > 0"
+                )
+            out.append(float(ms) + self.launch_overhead_ms)
+        return tuple(out)
+
+    # ------------------------------------------------------------ derived
+    @cached_property
+    def intensity(self) -> tuple[float, ...]:
+        """Arithmetic intensity (FLOPs per byte) of every task."""
+        return tuple(self.graph.task_cost(t).intensity for t in self.graph.tasks)
+
+    @cached_property
+    def bottom_level(self) -> tuple[float, ...]:
+        """Longest standalone-latency path from each task to a sink, the task included."""
+        bl = [0.0] * self.n
+        for t in range(self.n - 1, -1, -1):
+            bl[t] = self.latency[t] + max((bl[s] for s in self.succs[t]), default=0.0)
+        return tuple(bl)
+
+    @cached_property
+    def total_work(self) -> float:
+        return sum(self.latency)
+
+    @cached_property
+    def critical_path(self) -> float:
+        return max(self.bottom_level)
+
+    def tasks_of_tenant(self, tenant: int) -> tuple[int, ...]:
+        return tuple(t for t in range(self.n) if self.tenant_of[t] == tenant)
+
+    # ----------------------------------------------------------- slowdown
+    def slowdown(self, task: int, co_runners: frozenset[int]) -> float:
+        """Predicted slowdown factor of ``task`` while ``co_runners`` run beside it (cached)."""
+        if not co_runners:
+            return 1.0
+        key = (task, co_runners)
+        value = self._slowdown.get(key)
+        if value is None:
+            value = self._predict([key])[0]
+        return value
+
+    def prefetch(self, keys: Iterable[Key]) -> None:
+        """Predict every uncached query in ``keys`` in one batched cost-model call."""
+        missing = list(dict.fromkeys(k for k in keys if k[1] and k not in self._slowdown))
+        if missing:
+            self._predict(missing)
+
+    def _predict(self, keys: Sequence[Key]) -> list[float]:
+        tasks = self.graph.tasks
+        queries = [(tasks[t], [tasks[c] for c in sorted(co)]) for t, co in keys]
+        values = self.model.predict_slowdowns(self.graph, queries)
+        out = []
+        for (t, co), v in zip(keys, values, strict=True):
+            if not v >= 1.0:
+                raise CostModelError(
+                    f"cost model {self.model.name!r} predicts slowdown {v} for task {t} beside "
+                    f"tasks {sorted(co)}; slowdowns must be >= 1.0"
+                )
+            self._slowdown[(t, co)] = float(v)
+            out.append(float(v))
+        return out
+
+    @property
+    def cached_slowdowns(self) -> int:
+        return len(self._slowdown)
