@@ -36,11 +36,11 @@ DeviceKind = Literal["cpu", "cuda"]
 
 
 def default_cache_dir() -> Path:
-    """cosched's cache folder, :func:`cosched.zoo.cache_dir` (the one place that reads
-    ``$COSCHED_CACHE_DIR``); device measurements go in its ``devices/`` subfolder."""
-    from cosched.zoo import cache_dir
+    """cosched's cache folder, :func:`cosched.cache.cache_root`; device measurements go in
+    its ``devices/`` subfolder."""
+    from cosched.cache import cache_root
 
-    return Path(cache_dir())
+    return cache_root()
 
 
 def parse_device(device: str) -> tuple[DeviceKind, int]:

@@ -26,6 +26,7 @@ import onnx
 import onnxscript
 import torch
 
+from cosched.cache import CACHE_ENV, cache_root
 from cosched.errors import ConfigError, CoschedError
 from cosched.zoo._registry import spec
 from cosched.zoo._spec import DEFAULT_SEED, InputSpec, ModelSpec
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 BUILDER_VERSION = 1
 # Opset of the TorchScript (legacy) exporter; the dynamo exporter uses its own default.
 LEGACY_OPSET = 18
-CACHE_ENV = "COSCHED_CACHE_DIR"
 _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
 
 
@@ -56,9 +56,8 @@ class ExportError(CoschedError):
 
 
 def cache_dir() -> Path:
-    """Where exports are cached: ``$COSCHED_CACHE_DIR`` if set, else ``~/.cache/cosched/zoo``."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override).expanduser() if override else Path.home() / ".cache" / "cosched" / "zoo"
+    """Where exports are cached: the ``zoo`` folder of :func:`cosched.cache.cache_root`."""
+    return cache_root() / "zoo"
 
 
 def _check_batch(batch: int) -> None:

@@ -54,7 +54,7 @@ def test_cache_key_separates_every_option() -> None:
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "c"))
-    assert zoo.cache_dir() == tmp_path / "c"
+    assert zoo.cache_dir() == tmp_path / "c" / "zoo"
     monkeypatch.delenv(zoo.CACHE_ENV)
     assert zoo.cache_dir() == Path.home() / ".cache" / "cosched" / "zoo"
 
