@@ -185,7 +185,7 @@ def _identifiers(names: list[str]) -> dict[str, str]:
     used: set[str] = set()
     out: dict[str, str] = {}
     for name in names:
-        base = re.sub(r"\W+", "_", name).strip("_").lower() or "op"
+        base = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower() or "op"
         if base[0].isdigit() or keyword.iskeyword(base):
             base = f"op_{base}"
         ident = base

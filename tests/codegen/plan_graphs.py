@@ -52,6 +52,7 @@ class Builder:
         """One task per op unless ``groups`` lists op names (unqualified ids) per task."""
         tenants = []
         for t in self.inputs:
+            self.root.mkdir(parents=True, exist_ok=True)
             model = self.root / f"{t}.onnx"
             model.write_bytes(f"stand-in model of tenant {t}".encode())
             tenants.append(TenantInfo(
