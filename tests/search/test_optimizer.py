@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from search_helpers import make_table
+
+from cosched.errors import ConfigError, SLOError
+from cosched.search.costtable import CostTable
+from cosched.search.optimizer import SearchConfig, optimize
+from cosched.search.synthetic import SyntheticCostModel, random_task_graph
+
+
+@pytest.fixture(scope="module")
+def table():
+    return CostTable(random_task_graph(14, n_tenants=3, seed=4), SyntheticCostModel())
+
+
+def test_same_seed_same_schedule(table):
+    a = optimize(table, SearchConfig(trials=15, seed=3))
+    b = optimize(table, SearchConfig(trials=15, seed=3))
+    assert a.schedule == b.schedule
+    assert a.sim.makespan == b.sim.makespan
+    assert a.trials == 15
+
+
+def test_never_worse_than_feasible_baselines(table):
+    result = optimize(table, SearchConfig(trials=10, seed=0))
+    feasible = [b for b in result.baselines if not b.sim.violations(1.10)]
+    assert {b.name for b in result.baselines} == {"sequential", "stream-per-tenant", "greedy"}
+    assert result.sim.makespan <= min(b.sim.makespan for b in feasible) + 1e-12
+    assert result.violations == ()
+    assert not result.interference_unavoidable
+    result.schedule.validate(table.graph)
+
+
+def test_zero_trials_still_returns_the_best_baseline(table):
+    result = optimize(table, SearchConfig(trials=0))
+    assert result.schedule.method in {"sequential", "greedy", "stream-per-tenant"}
+
+
+def test_interference_constraint_keeps_bad_pairs_apart():
+    # Tasks 0 (2 ms) and 1 (3 ms) of two tenants slow each other 1.5x. Unconstrained, running
+    # them together (4 ms) beats serial (5 ms); under the default 1.10 threshold they must not overlap.
+    table = make_table([("a", []), ("b", [])], [2.0, 3.0], {(0, 1): 1.5})
+    free = optimize(table, SearchConfig(trials=5, threshold=math.inf))
+    assert free.sim.makespan == pytest.approx(4.0)
+    assert free.violations == ()  # nothing violates an infinite threshold
+    guarded = optimize(table, SearchConfig(trials=5))
+    assert guarded.sim.makespan == pytest.approx(5.0)
+    assert guarded.sim.pairs == () and guarded.violations == ()
+
+
+def test_slo_met_reports_each_tenant(table):
+    seq = table.total_work
+    result = optimize(table, SearchConfig(trials=5, slo_ms={"m0": seq, "m2": seq}))
+    assert result.slo_met
+    assert set(result.slo_report) == {"m0", "m2"}
+    for tenant, (slo, achieved) in result.slo_report.items():
+        assert slo == seq and achieved <= slo
+        assert achieved == result.sim.tenant_completion[tenant]
+
+
+def test_unmeetable_slo_names_tenant_slo_and_best(table):
+    with pytest.raises(SLOError, match=r"tenant 'm1': SLO 0.001 ms, best achieved [0-9.]+ ms"):
+        optimize(table, SearchConfig(trials=5, slo_ms={"m1": 0.001}))
+
+
+def test_best_effort_returns_flagged_result(table):
+    result = optimize(table, SearchConfig(trials=5, slo_ms={"m1": 0.001}, best_effort=True))
+    assert not result.slo_met
+    assert result.slo_report["m1"][0] == 0.001
+    assert result.slo_report["m1"][1] > 0.001
+
+
+def test_slo_for_unknown_tenant_is_a_config_error(table):
+    with pytest.raises(ConfigError, match=r"unknown tenants \['nope'\]"):
+        optimize(table, SearchConfig(trials=1, slo_ms={"nope": 1.0}))
+
+
+def test_multi_objective_returns_a_pareto_set(table):
+    slo = {"m0": table.total_work / 2, "m1": table.total_work / 2}
+    result = optimize(table, SearchConfig(trials=20, multi_objective=True, slo_ms=slo, best_effort=True))
+    assert result.pareto
+    points = [
+        (c.sim.makespan, *(c.sim.tenant_completion[t] / s for t, s in sorted(slo.items())))
+        for c in result.pareto
+    ]
+    for p in points:
+        dominated = any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for q in points)
+        assert not dominated
+    assert all(c.excess == 0 for c in result.pareto)
+
+
+def test_measure_hook_picks_the_fastest_measured(table):
+    seen = []
+
+    def measure(schedules):
+        seen.extend(schedules)
+        return [10.0 - i for i in range(len(schedules))]  # the last one measures fastest
+
+    result = optimize(table, SearchConfig(trials=10, top_k=3), measure=measure)
+    assert 1 <= len(seen) <= 3
+    assert result.schedule == seen[-1]
+    assert result.measured_ms == tuple(10.0 - i for i in range(len(seen)))
+
+
+def test_study_resumes_from_storage(table, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = optimize(table, SearchConfig(trials=4, storage=url))
+    second = optimize(table, SearchConfig(trials=3, storage=url))
+    assert first.trials == 4
+    assert second.trials == 7
+    assert second.sim.makespan <= first.sim.makespan

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+from search_helpers import make_table
+
+from cosched.errors import CostModelError, ScheduleError
+from cosched.search.costtable import CostTable
+from cosched.search.schedule import Schedule
+from cosched.search.simulator import simulate
+from cosched.search.synthetic import task_graph
+
+
+def test_two_tasks_slowed_together():
+    # A = 2 ms (tenant a), B = 3 ms (tenant b), slowdown 1.5 while together.
+    # Both run at rate 1/1.5: A finishes its 2 ms of work at t = 3.0; by then B has done
+    # 2 ms of its 3, and finishes the last 1 ms alone at t = 4.0.
+    table = make_table([("a", []), ("b", [])], [2.0, 3.0], {(0, 1): 1.5})
+    sim = simulate(Schedule.single([[0], [1]]), table)
+    assert sim.start == (0.0, 0.0)
+    assert sim.end == pytest.approx((3.0, 4.0))
+    assert sim.makespan == pytest.approx(4.0)
+    assert dict(sim.tenant_completion) == pytest.approx({"a": 3.0, "b": 4.0})
+    (pair,) = sim.pairs
+    assert (pair.a, pair.b) == (0, 1)
+    assert (pair.slowdown_a, pair.slowdown_b) == pytest.approx((1.5, 1.5))
+
+
+def test_sequential_stream_sums_latencies():
+    table = make_table([("a", []), ("b", [])], [2.0, 3.0], {(0, 1): 1.5})
+    sim = simulate(Schedule.single([[0, 1]]), table)
+    assert sim.end == pytest.approx((2.0, 5.0))
+    assert sim.pairs == ()
+
+
+def test_dependency_across_streams_and_rate_change():
+    # Tenant a: A (2 ms) -> C (1 ms) on stream 0; tenant b: B (3 ms) on stream 1; every pair
+    # slows 1.5x. A and B share [0, 3]: A ends at 3, B has 1 ms of work left. C starts at 3
+    # beside B, both at rate 1/1.5, each with 1 ms of work: both end at 4.5.
+    table = make_table([("a", []), ("b", []), ("a", [0])], [2.0, 3.0, 1.0], pair_default=1.5)
+    sim = simulate(Schedule.single([[0, 2], [1]]), table)
+    assert sim.start == pytest.approx((0.0, 0.0, 3.0))
+    assert sim.end == pytest.approx((3.0, 4.5, 4.5))
+    assert [(p.a, p.b) for p in sim.pairs] == [(0, 1), (1, 2)]
+
+
+def test_waiting_for_a_dependency_on_another_stream():
+    # Stream 1 runs 1 (tenant a, needs 0) then 2 (tenant b): 1 waits for 0 to end at t = 2.
+    table = make_table([("a", []), ("a", [0]), ("b", [])], [2.0, 1.0, 1.0])
+    sim = simulate(Schedule.single([[0], [1, 2]]), table)
+    assert sim.start == pytest.approx((0.0, 2.0, 3.0))
+    assert sim.makespan == pytest.approx(4.0)
+
+
+def test_three_way_overlap_uses_the_set_slowdown():
+    # Three 1 ms tasks, each pair 1.2x, so each runs at 1/1.44 beside two others: all end at 1.44.
+    table = make_table([("a", []), ("b", []), ("c", [])], [1.0, 1.0, 1.0], pair_default=1.2)
+    sim = simulate(Schedule.single([[0], [1], [2]]), table)
+    assert sim.end == pytest.approx((1.44, 1.44, 1.44))
+    assert all(p.worst == pytest.approx(1.44) for p in sim.pairs)
+    assert sim.violations(1.10) == sim.pairs
+    assert sim.violations(1.5) == ()
+    assert sim.excess(1.44) == pytest.approx(0.0)
+
+
+def test_launch_overhead_is_added_per_task():
+    graph = make_table([("a", []), ("a", [0])], [1.0, 1.0]).graph
+    table = CostTable(graph, make_table([("a", []), ("a", [0])], [1.0, 1.0]).model, 0.25)
+    assert simulate(Schedule.single([[0, 1]]), table).makespan == pytest.approx(2.5)
+
+
+def test_deadlocked_schedule_is_an_error():
+    table = make_table([("a", []), ("a", [0]), ("b", []), ("b", [2])], [1.0] * 4)
+    with pytest.raises(ScheduleError, match="deadlocks"):
+        simulate(Schedule.single([[1, 2], [3, 0]]), table)
+
+
+def test_incomplete_schedule_is_an_error():
+    table = make_table([("a", []), ("b", [])], [1.0, 1.0])
+    with pytest.raises(ScheduleError, match="1 task entries"):
+        simulate(Schedule.single([[0]]), table)
+
+
+def test_cost_model_returning_bad_slowdown_is_named():
+    table = make_table([("a", []), ("b", [])], [1.0, 1.0], {(0, 1): 0.5})
+    with pytest.raises(CostModelError, match=r"slowdown 0.5 for task \d beside"):
+        simulate(Schedule.single([[0], [1]]), table)
+
+
+def test_task_ids_out_of_topological_order_are_rejected():
+    graph = make_table([("a", []), ("a", [0])], [1.0, 1.0]).graph
+    tasks = tuple(t.__class__(1 - t.id, t.tenant, t.ops, t.name) for t in graph.tasks)
+    bad = graph.replace(tasks=tasks)
+    with pytest.raises(ScheduleError, match=r"ids 0\.\.1 in order"):
+        CostTable(bad, make_table([("a", []), ("a", [0])], [1.0, 1.0]).model)
+
+
+def test_slowdowns_are_cached_across_simulations():
+    table = make_table([("a", []), ("b", [])], [2.0, 3.0], {(0, 1): 1.5})
+    simulate(Schedule.single([[0], [1]]), table)
+    cached = table.cached_slowdowns
+    simulate(Schedule.single([[1], [0]]), table)
+    assert table.cached_slowdowns == cached == 2
+
+
+def test_task_graph_rejects_cross_tenant_predecessor():
+    from cosched.errors import GraphError
+    from cosched.ir.graph import OpCost
+
+    with pytest.raises(GraphError, match="task 1 of tenant 'b' lists predecessor 0"):
+        task_graph([("a", [], OpCost()), ("b", [0], OpCost())])
