@@ -14,6 +14,8 @@ Knobs (searched by the optimizer):
 - ``tenant_weight``: a priority bonus per tenant (by tenant index);
 - ``w_alternate``: bonus for a task whose class (compute- or memory-bound, by arithmetic
   intensity against the graph's median) differs from the majority of running tasks;
+- ``noise`` and ``noise_seed``: a seeded random perturbation of every priority, of size up
+  to ``noise``, so the search can reach orders that no weighting expresses;
 - ``guard``: the largest slowdown any running task may suffer when a task starts beside it;
   candidates that would break it wait (they run later, on the stream that frees up).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import median
@@ -48,6 +51,8 @@ class DecoderKnobs:
     w_alternate: float = 0.0
     guard: float = math.inf
     tenant_weight: tuple[float, ...] = field(default=())
+    noise: float = 0.0
+    noise_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.streams < 1:
@@ -196,9 +201,14 @@ def _priorities(table: CostTable, knobs: DecoderKnobs) -> list[float]:
     cp = table.critical_path
     longest = max(table.latency)
     weights: Sequence[float] = knobs.tenant_weight or (0.0,) * len(table.tenants)
+    jitter = [0.0] * table.n
+    if knobs.noise:
+        rng = random.Random(knobs.noise_seed)
+        jitter = [knobs.noise * rng.random() for _ in range(table.n)]
     return [
         knobs.w_bottom * table.bottom_level[t] / cp
         + knobs.w_work * table.latency[t] / longest
         + weights[table.tenant_of[t]]
+        + jitter[t]
         for t in range(table.n)
     ]

@@ -109,6 +109,8 @@ def knobs_from_params(params: Mapping[str, Any], n_tenants: int, threshold: floa
         w_alternate=params["w_alternate"],
         guard=guard,
         tenant_weight=weights if n_tenants <= MAX_TENANT_KNOBS else (),
+        noise=params.get("noise", 0.0),
+        noise_seed=int(params.get("noise_seed", 0)),
     )
 
 
@@ -162,6 +164,8 @@ def _suggest(trial: optuna.Trial, table: CostTable, config: SearchConfig) -> Dec
     trial.suggest_float("w_bottom", 0.0, 1.0)
     trial.suggest_float("w_work", -0.5, 0.5)
     trial.suggest_float("w_alternate", 0.0, 1.0)
+    trial.suggest_float("noise", 0.0, 1.0)
+    trial.suggest_int("noise_seed", 0, 2**16)
     if math.isinf(config.threshold):
         if trial.suggest_categorical("guard_on", [False, True]):
             trial.suggest_float("guard", 1.0, 3.0)
@@ -228,7 +232,10 @@ def _baseline_params(table: CostTable, config: SearchConfig) -> list[dict[str, A
     greedy = greedy_knobs(table, config.threshold)
     guard = {"guard": min(greedy.guard, config.threshold)} if math.isfinite(config.threshold) else {"guard_on": False}
     tenants = {f"tenant_{i}": 0.0 for i in range(len(table.tenants))} if len(table.tenants) <= MAX_TENANT_KNOBS else {}
-    base = {"w_bottom": 1.0, "w_work": 0.0, "w_alternate": 0.0, **guard, **tenants}
+    base = {
+        "w_bottom": 1.0, "w_work": 0.0, "w_alternate": 0.0, "noise": 0.0, "noise_seed": 0,
+        **guard, **tenants,
+    }
     return [
         {**base, "streams": min(greedy.streams, config.max_streams)},
         {**base, "streams": 1},
