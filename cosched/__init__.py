@@ -1,9 +1,38 @@
-"""cosched: an ahead-of-time compiler for multi-tenant DNN inference."""
+"""cosched: an ahead-of-time compiler for multi-tenant DNN inference.
+
+Public API::
+
+    plan = cosched.compile(["resnet50.onnx", "bert.onnx"], device="cpu")
+    outputs = plan.run(inputs)          # {tenant: {output name: array}}
+    plan.save("plan_dir"); plan = cosched.load("plan_dir")
+
+``compile``, ``load`` and ``CompiledPlan`` are imported on first use, so ``import cosched``
+stays cheap (torch, onnx and optuna load only when the pipeline is used).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from cosched import errors
 from cosched.errors import CoschedError
 
-__all__ = ["CoschedError", "__version__"]
+if TYPE_CHECKING:
+    from cosched.api import compile, load
+    from cosched.compiled import CompiledPlan
+
+__all__ = ["CompiledPlan", "CoschedError", "__version__", "compile", "errors", "load"]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("compile", "load"):
+        from cosched import api
+
+        return getattr(api, name)
+    if name == "CompiledPlan":
+        from cosched.compiled import CompiledPlan
+
+        return CompiledPlan
+    raise AttributeError(f"module 'cosched' has no attribute {name!r}")

@@ -267,8 +267,12 @@ def _model_refs(graph: Graph) -> tuple[ModelRef, ...]:
 
 
 def _default_import_options(graph: Graph) -> ImportOptions:
-    batches = {t.batch for t in graph.tenants}
-    return ImportOptions(batch=batches.pop() if len(batches) == 1 else None)
+    """Every tenant input's resolved static shape: re-importing with these reproduces the
+    graph whatever mix of batch and shape options built it."""
+    shapes = {
+        t.name: {own: list(graph.tensor(name).shape) for own, name in t.inputs} for t in graph.tenants
+    }
+    return ImportOptions(input_shapes=shapes)
 
 
 def _bindings(graph: Graph, which: str) -> tuple[Binding, ...]:

@@ -25,11 +25,11 @@ def graph_for_plan(plan: Plan) -> Graph:
     if options.input_shapes is not None:
         kwargs["input_shapes"] = options.input_shapes
     paths = [str(plan.model_path(m)) for m in plan.models]
-    graph = load_models(paths, **kwargs)
+    graph = load_models(paths, names=list(plan.tenants), **kwargs)
     if graph.tenant_names != plan.tenants:
         raise PlanError(
             f"re-importing the plan's models gave tenants {list(graph.tenant_names)}, "
-            f"the plan expects {list(plan.tenants)}; model files must be named <tenant>.onnx"
+            f"the plan expects {list(plan.tenants)}"
         )
     return apply_tasks(graph, plan)
 

@@ -1,0 +1,29 @@
+"""Schedule search: the schedule value, the simulator, baselines, the exact optimum and the
+Optuna-driven optimizer over a priority-list decoder."""
+
+from __future__ import annotations
+
+from cosched.search.baselines import Baseline, all_baselines
+from cosched.search.costtable import CostTable
+from cosched.search.decoder import DecoderKnobs, decode
+from cosched.search.exact import ExactResult, optimum
+from cosched.search.optimizer import SearchConfig, SearchResult, optimize
+from cosched.search.schedule import Schedule
+from cosched.search.simulator import Interference, SimResult, simulate
+
+__all__ = [
+    "Baseline",
+    "CostTable",
+    "DecoderKnobs",
+    "ExactResult",
+    "Interference",
+    "SearchConfig",
+    "SearchResult",
+    "Schedule",
+    "SimResult",
+    "all_baselines",
+    "decode",
+    "optimize",
+    "optimum",
+    "simulate",
+]

@@ -1,0 +1,151 @@
+"""``CompiledPlan``: what ``cosched.compile()`` and ``cosched.load()`` return.
+
+It pairs the plan (plain data) with the graph it runs, and offers running, measuring
+against sequential execution, saving, reporting, tracing and the predicted timeline.
+Executors are created on first use and reused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cosched.codegen import Plan, emit_python, save_plan
+from cosched.ir.graph import Graph
+from cosched.runtime.bindings import random_inputs
+from cosched.runtime.executor import Executor
+from cosched.runtime.measure import measure_interleaved
+from cosched.runtime.sequential import SequentialExecutor
+
+__all__ = ["CompiledPlan", "max_abs_diff", "plan_timeline"]
+
+Inputs = Mapping[str, Mapping[str, Any]]
+Outputs = dict[str, dict[str, np.ndarray]]
+
+
+class CompiledPlan:
+    """A plan ready to run. ``search`` is the search result when compiled in this process."""
+
+    def __init__(self, plan: Plan, graph: Graph, *, search: Any = None, cost_model: str = "",
+                 compile_s: float | None = None, directory: Path | None = None) -> None:
+        self.plan = plan
+        self.graph = graph
+        self.search = search
+        self.cost_model = cost_model
+        self.compile_s = compile_s
+        self.directory = directory
+        self.measured: dict[str, Any] = {}
+        self._executor: Executor | None = None
+        self._sequential: SequentialExecutor | None = None
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.plan, self.graph)
+        return self._executor
+
+    @property
+    def sequential(self) -> SequentialExecutor:
+        if self._sequential is None:
+            self._sequential = SequentialExecutor(self.graph, self.executor.device.type)
+        return self._sequential
+
+    def inputs(self, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+        """Deterministic random inputs of the right shapes, keyed by tenant then input name."""
+        return random_inputs(self.graph, seed)
+
+    def run(self, inputs: Inputs | None = None, *, profile: bool = False) -> Outputs:
+        """Run the plan once; outputs keyed by tenant, then the model's output names."""
+        return self.executor.run(inputs if inputs is not None else self.inputs(), profile=profile)
+
+    def benchmark(self, inputs: Inputs | None = None, *, iters: int = 20, warmup: int = 3,
+                  compare_sequential: bool = True) -> dict[str, Any]:
+        """Median ms of the plan and (interleaved, same inputs) of sequential execution,
+        and the largest absolute difference between their outputs. Kept for :meth:`report`."""
+        feed = inputs if inputs is not None else self.inputs()
+        runners = {"plan": lambda: self.executor.run(feed)}
+        if compare_sequential:
+            runners["sequential"] = lambda: self.sequential.run(feed)
+        timings = measure_interleaved(runners, iters=iters, warmup=warmup)
+        result: dict[str, Any] = {
+            "median_ms": {name: t.median for name, t in timings.items()},
+            "spread": {name: t.spread for name, t in timings.items()},
+            "iters": iters,
+        }
+        if compare_sequential:
+            result["speedup_vs_sequential"] = timings["sequential"].median / timings["plan"].median
+            result["max_abs_diff"] = max_abs_diff(self.executor.run(feed), self.sequential.run(feed))
+        self.measured = result
+        return result
+
+    def save(self, directory: str | Path, *, copy_models: bool = True) -> Path:
+        """Write plan.json, plan_module.py, the models (or references) and report.json."""
+        path = save_plan(self.plan, directory, copy_models=copy_models, module_source=emit_python(self.plan))
+        (Path(directory) / "report.json").write_text(json.dumps(self.report(), indent=2) + "\n")
+        self.directory = Path(directory)
+        return path
+
+    def report(self) -> dict[str, Any]:
+        """Predicted ms of the plan and each baseline, sizes, and measurements once taken."""
+        report: dict[str, Any] = {
+            "tenants": list(self.graph.tenant_names),
+            "device": dict(self.plan.device),
+            "predicted_ms": dict(self.plan.predicted_ms),
+            "tasks": len(self.plan.tasks),
+            "streams": len(self.plan.streams),
+            "events": len(self.plan.events),
+            "schedule_method": self.plan.schedule_method,
+        }
+        if self.compile_s is not None:
+            report["compile_s"] = self.compile_s
+        if self.cost_model:
+            report["cost_model"] = self.cost_model
+        if self.search is not None:
+            report["trials"] = self.search.trials
+            report["slo"] = {t: {"slo_ms": s, "predicted_ms": p} for t, (s, p) in self.search.slo_report.items()}
+            report["slo_met"] = self.search.slo_met
+            report["interference_violations"] = len(self.search.violations)
+        if self.measured:
+            report["measured"] = self.measured
+        return report
+
+    def trace(self, path: str | Path, inputs: Inputs | None = None) -> Path:
+        """Run once with per-task timing and write a Chrome trace (open it in Perfetto)."""
+        self.run(inputs, profile=True)
+        return self.executor.write_trace(path)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """The predicted timeline: one row per task with tenant, stream and times in ms."""
+        return plan_timeline(self.plan)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+
+def plan_timeline(plan: Plan) -> list[dict[str, Any]]:
+    """A plan's predicted timeline (no graph needed): one row per task, by stream then start."""
+    stream_of = plan.stream_of_task()
+    rows = []
+    for task in plan.tasks:
+        start, end = plan.timeline.get(task.id, (float("nan"), float("nan")))
+        rows.append({"task": task.id, "name": task.name, "tenant": task.tenant,
+                     "stream": stream_of[task.id], "start_ms": start, "end_ms": end})
+    return sorted(rows, key=lambda r: (r["stream"], r["start_ms"]))
+
+
+def max_abs_diff(a: Outputs, b: Outputs) -> float:
+    """Largest absolute elementwise difference over every output of every tenant."""
+    worst = 0.0
+    for tenant, outputs in a.items():
+        for name, value in outputs.items():
+            other = b[tenant][name]
+            if value.size:
+                diff = np.abs(value.astype(np.float64) - other.astype(np.float64))
+                worst = max(worst, float(np.nanmax(diff)))
+    return worst

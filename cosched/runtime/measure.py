@@ -1,0 +1,55 @@
+"""Side-by-side timing: runners measured in one process, interleaved, on the same inputs.
+
+Interleaving (A, B, C, A, B, C, ...) rather than batching (A x n, then B x n) exposes every
+runner to the same machine state (clock boosts, other load), so their ratio is fair even on
+a noisy machine. Times are wall-clock milliseconds; the caller synchronises devices inside
+its runner.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cosched.errors import ConfigError
+
+__all__ = ["Timing", "measure_interleaved"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Samples of one runner, in ms."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over the median (0 with fewer than 4 samples)."""
+        if len(self.samples) < 4:
+            return 0.0
+        q = statistics.quantiles(self.samples, n=4)
+        return (q[2] - q[0]) / self.median if self.median else 0.0
+
+
+def measure_interleaved(
+    runners: Mapping[str, Callable[[], object]], iters: int = 20, warmup: int = 3
+) -> dict[str, Timing]:
+    """Run every runner ``warmup`` times, then ``iters`` rounds of one call each, in turn."""
+    if iters < 1 or warmup < 0:
+        raise ConfigError(f"iters must be >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(iters):
+        for name, run in runners.items():
+            start = time.perf_counter_ns()
+            run()
+            samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: Timing(tuple(values)) for name, values in samples.items()}
