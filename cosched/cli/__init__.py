@@ -18,7 +18,7 @@ from cosched.errors import CoschedError
 __all__ = ["main"]
 
 # Verb modules, in the order `cosched --help` lists them.
-COMMANDS = ("profile", "zoo", "demo")
+COMMANDS = ("zoo", "profile", "run", "show", "demo")
 
 log = logging.getLogger("cosched")
 

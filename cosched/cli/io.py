@@ -1,0 +1,69 @@
+"""Reading ``--inputs TENANT=FILE.npz`` and writing ``--save-outputs DIR`` for the CLI verbs.
+
+Inputs of one tenant are one ``.npz`` file whose keys are the model's own input names;
+outputs are written the same way, one ``DIR/TENANT.npz`` per tenant keyed by the model's
+output names, so a run's outputs can be fed back or compared with onnxruntime's.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cosched.errors import ConfigError, InputError
+
+__all__ = ["load_npz", "parse_assignments", "read_inputs", "save_outputs"]
+
+
+def parse_assignments(specs: Iterable[str], flag: str, example: str) -> dict[str, str]:
+    """``["a=x", "b=y"]`` -> ``{"a": "x", "b": "y"}``; a malformed or repeated key names ``flag``."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"{flag} {spec!r}: expected TENANT=VALUE, e.g. {flag} {example}")
+        if key in out:
+            raise ConfigError(f"{flag}: tenant {key!r} is given twice ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
+
+
+def load_npz(path: str | Path, tenant: str) -> dict[str, np.ndarray]:
+    """The arrays of one ``.npz`` file, keyed by name; errors name the tenant and the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"inputs of tenant {tenant!r}: file {file} does not exist")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(f"inputs of tenant {tenant!r}: {file} is a .npy array, expected a .npz archive")
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(f"inputs of tenant {tenant!r}: {file} is not a readable .npz archive ({exc})") from None
+
+
+def read_inputs(specs: Sequence[str], tenants: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs from ``--inputs TENANT=FILE.npz`` specs, checked against the known ``tenants``."""
+    files = parse_assignments(specs, "--inputs", "bert=bert_inputs.npz")
+    unknown = sorted(set(files) - set(tenants))
+    if unknown:
+        raise ConfigError(f"--inputs names unknown tenant(s) {unknown}; tenants are {list(tenants)}")
+    return {tenant: load_npz(path, tenant) for tenant, path in files.items()}
+
+
+def save_outputs(outputs: Mapping[str, Mapping[str, np.ndarray]], directory: str | Path) -> list[Path]:
+    """Write ``DIR/TENANT.npz`` per tenant, keyed by the model's output names; returns the files."""
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--save-outputs {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for tenant, arrays in outputs.items():
+        path = out / f"{tenant}.npz"
+        np.savez(path, **{name: np.asarray(value) for name, value in arrays.items()})
+        written.append(path)
+    return written
