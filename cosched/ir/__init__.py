@@ -5,6 +5,7 @@ from __future__ import annotations
 from cosched.ir.analysis import analyse, critical_path
 from cosched.ir.fusion import fuse
 from cosched.ir.graph import Graph, Op, OpCost, Task, TenantInfo, TensorInfo, WeightRef
+from cosched.ir.onnx_import import load_models, read_weights
 from cosched.ir.summary import GraphSummary, format_summary
 
 __all__ = [
@@ -20,4 +21,6 @@ __all__ = [
     "critical_path",
     "format_summary",
     "fuse",
+    "load_models",
+    "read_weights",
 ]
