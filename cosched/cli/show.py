@@ -66,19 +66,24 @@ def summarize(plan: Any, saved: dict[str, Any]) -> dict[str, Any]:
     tenant_of = {t.id: t.tenant for t in plan.tasks}
     summary: dict[str, Any] = {
         "device": dict(plan.device),
-        "tenants": {t: n for t, n in Counter(t.tenant for t in plan.tasks).items()},
+        "tenants": _by_tenant(Counter(t.tenant for t in plan.tasks), plan.tenants),
         "tasks": len(plan.tasks),
         "streams": len(plan.streams),
         "events": len(plan.events),
         "schedule_method": plan.schedule_method,
         "predicted_ms": dict(plan.predicted_ms),
         "per_stream": {
-            str(sid): {"tasks": len(tasks), "tenants": dict(Counter(tenant_of[t] for t in tasks))}
+            str(sid): {"tasks": len(tasks), "tenants": _by_tenant(Counter(tenant_of[t] for t in tasks), plan.tenants)}
             for sid, tasks in stream_tasks.items()
         },
     }
     summary |= {k: saved[k] for k in ("compile_s", "cost_model", "trials", "slo", "measured") if k in saved}
     return summary
+
+
+def _by_tenant(counts: Counter[str], tenants: tuple[str, ...]) -> dict[str, int]:
+    """``counts`` in the plan's tenant order, tenants without tasks left out."""
+    return {t: counts[t] for t in tenants if counts[t]}
 
 
 def format_predicted(predicted: dict[str, float]) -> list[str]:

@@ -1,0 +1,136 @@
+"""``cosched compile``: several ONNX models -> one plan directory, with a predicted report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from cosched.cli.io import parse_assignments
+from cosched.cli.options import add_model_options, parse_model_options
+from cosched.cli.show import format_predicted
+from cosched.errors import ConfigError
+
+__all__ = ["format_report", "parse_slos", "register"]
+
+EPILOG = """\
+examples:
+  cosched compile resnet50.onnx bert.onnx mobilenet_v2.onnx -o plan
+  cosched compile resnet50.onnx bert.onnx -o plan --cost-model profiles/cpu --trials 200
+  cosched compile a.onnx b.onnx -o plan --slo b=5 --objective pareto --json
+  cosched compile a.onnx b.onnx -o plan --study sqlite:///search.db   (resumes when run again)
+tenant names are the file stems (a.onnx -> a); --slo, --batch and --shape use them.
+then: cosched run plan --compare sequential; cosched show plan --png plan.png"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "compile", help="compile ONNX models (one per tenant) into one concurrent plan",
+        description="Import the models as tenants of one graph, fuse ops into tasks, pick a cost "
+                    "model, search the schedule, and write a plan directory (plan.json, the "
+                    "generated plan_module.py, the models and report.json).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="PLAN_DIR", help="plan directory to write")
+    add_model_options(parser)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default cpu)")
+    parser.add_argument("--cost-model", default="auto", metavar="DIR|roofline|auto",
+                        help="auto: the cached model of this device, else profile for --profile-budget "
+                             "seconds, else roofline (default); roofline: no profiling; DIR: written "
+                             "by `cosched profile`")
+    parser.add_argument("--profile-budget", type=float, default=60.0, metavar="S",
+                        help="seconds of profiling --cost-model auto may spend (default 60; 0: none)")
+    parser.add_argument("--trials", type=int, default=100, metavar="N", help="search trials (default 100)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="S",
+                        help="stop the search after S seconds even if trials remain")
+    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    parser.add_argument("--slo", action="extend", nargs="+", default=[], metavar="TENANT=MS",
+                        help="latency objective of a tenant in ms (repeatable)")
+    parser.add_argument("--objective", choices=("makespan", "pareto"), default="makespan",
+                        help="makespan (default), or pareto: makespan against the SLOs (NSGA-II)")
+    parser.add_argument("--max-streams", type=int, default=4, metavar="N", help="most streams (default 4)")
+    parser.add_argument("--best-effort", action="store_true",
+                        help="keep the best plan found even when an SLO cannot be met")
+    parser.add_argument("--study", metavar="sqlite:///FILE.db",
+                        help="persist the Optuna study there; running again resumes it")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=_main)
+
+
+def parse_slos(specs: list[str]) -> dict[str, float]:
+    """``["bert=5", "dlrm=2.5"]`` -> ``{"bert": 5.0, "dlrm": 2.5}``; errors name the spec."""
+    slos = {}
+    for tenant, text in parse_assignments(specs, "--slo", "bert=5").items():
+        try:
+            ms = float(text)
+        except ValueError:
+            raise ConfigError(f"--slo {tenant}={text}: the SLO must be a number of ms, got {text!r}") from None
+        if not math.isfinite(ms) or ms <= 0:
+            raise ConfigError(f"--slo {tenant}={text}: the SLO must be > 0 ms, got {ms}")
+        slos[tenant] = ms
+    return slos
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.trials < 0:
+        raise ConfigError(f"--trials must be >= 0, got {args.trials}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ConfigError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    if args.max_streams < 1:
+        raise ConfigError(f"--max-streams must be >= 1, got {args.max_streams}")
+    if args.profile_budget < 0:
+        raise ConfigError(f"--profile-budget must be >= 0 seconds, got {args.profile_budget}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"-o {output}: exists and is not a directory")
+    for model in args.models:
+        if not Path(model).is_file():
+            raise ConfigError(f"model file {model} does not exist")
+
+
+def _main(args: argparse.Namespace) -> int:
+    import cosched
+
+    _check_args(args)
+    slos = parse_slos(args.slo)
+    if args.objective == "pareto" and not slos:
+        raise ConfigError("--objective pareto needs at least one --slo TENANT=MS")
+    model_options = parse_model_options(args)
+    compiled = cosched.compile(
+        args.models, device=args.device, **model_options, cost_model=args.cost_model,
+        trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, slo_ms=slos,
+        objective=args.objective, max_streams=args.max_streams, best_effort=args.best_effort,
+        study=args.study, profile_budget_s=args.profile_budget, progress=not args.quiet,
+    )
+    compiled.save(args.output)
+    report = compiled.report() | {"plan_dir": str(Path(args.output))}
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    elif not args.quiet:
+        print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    device = report.get("device", {})
+    lines = [
+        f"compiled {len(report['tenants'])} tenants ({', '.join(report['tenants'])}) for "
+        f"{device.get('kind', '?')} ({device.get('name', '?')}) in {report.get('compile_s', 0.0):.1f} s",
+        f"  {'cost model':18s} {report.get('cost_model', '?')}",
+        f"  {'search trials':18s} {report.get('trials', '?')}",
+        f"  {'tasks':18s} {report['tasks']}",
+        f"  {'streams':18s} {report['streams']}",
+        f"  {'events':18s} {report['events']}",
+        "predicted makespan:",
+        *format_predicted(report["predicted_ms"]),
+    ]
+    for tenant, slo in report.get("slo", {}).items():
+        met = "met" if slo["predicted_ms"] <= slo["slo_ms"] else "MISSED"
+        lines.append(f"  SLO {tenant}: {slo['slo_ms']:g} ms, predicted {slo['predicted_ms']:.3f} ms ({met})")
+    if report.get("interference_violations"):
+        lines.append(f"  {report['interference_violations']} co-running pair(s) exceed the interference "
+                     "threshold (no schedule avoided them)")
+    lines.append(f"wrote {report['plan_dir']} (plan.json, plan_module.py, models/, report.json)")
+    return "\n".join(lines)
