@@ -65,6 +65,7 @@ def _input_type(tenant: str, vi: onnx.ValueInfoProto) -> Typed:
             "only tensor inputs are supported"
         )
     tt = vi.type.tensor_type
+    np_dtype(tt.elem_type, f"tenant {tenant!r}: input {vi.name!r}")
     if not tt.HasField("shape"):
         return Typed(tt.elem_type, ())  # unknown rank: only an explicit input shape fixes it
     return Typed(tt.elem_type, tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim))
@@ -364,5 +365,5 @@ def _static_types(
             assert typed is not None
             if typed.elem_type == onnx.TensorProto.UNDEFINED:
                 raise ShapeError(f"tenant {tenant!r}: {where} has no known element type after shape inference")
-            types[out] = (tuple(int(d) for d in typed.shape), np_dtype(typed.elem_type, where))  # type: ignore[arg-type]
+            types[out] = (tuple(int(d) for d in typed.shape), np_dtype(typed.elem_type, f"tenant {tenant!r}: {where}"))  # type: ignore[arg-type]
     return types
