@@ -37,10 +37,11 @@ def load_npz(path: str | Path, tenant: str) -> dict[str, np.ndarray]:
     file = Path(path)
     if not file.is_file():
         raise InputError(f"inputs of tenant {tenant!r}: file {file} does not exist")
+    if not zipfile.is_zipfile(file):
+        raise InputError(f"inputs of tenant {tenant!r}: {file} is not a .npz archive "
+                         "(write one with numpy.savez(path, input_name=array, ...))")
     try:
         with np.load(file, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise InputError(f"inputs of tenant {tenant!r}: {file} is a .npy array, expected a .npz archive")
             return {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise InputError(f"inputs of tenant {tenant!r}: {file} is not a readable .npz archive ({exc})") from None

@@ -136,6 +136,9 @@ def test_bad_inputs_are_one_line(plan_dir: Path, tmp_path: Path, capsys: pytest.
     assert "'gpt'" in err and "--inputs" in err
     err = _error_line(capsys, ["run", str(plan_dir), "--inputs", f"bert={tmp_path / 'missing.npz'}"])
     assert "missing.npz" in err and "'bert'" in err
+    np.save(tmp_path / "array.npy", np.zeros(3, np.float32))
+    err = _error_line(capsys, ["run", str(plan_dir), "--inputs", f"bert={tmp_path / 'array.npy'}"])
+    assert "array.npy" in err and "not a .npz archive" in err
     np.savez(tmp_path / "wrong.npz", nonsense=np.zeros(3, np.float32))
     err = _error_line(capsys, ["run", str(plan_dir), "--iters", "0", "--inputs", f"bert={tmp_path / 'wrong.npz'}"])
     assert "'bert'" in err and "missing input" in err
