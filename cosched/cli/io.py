@@ -10,6 +10,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,7 @@ def save_outputs(outputs: Mapping[str, Mapping[str, np.ndarray]], directory: str
     written = []
     for tenant, arrays in outputs.items():
         path = out / f"{tenant}.npz"
-        np.savez(path, **{name: np.asarray(value) for name, value in arrays.items()})
+        payload: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
+        np.savez(path, **payload)
         written.append(path)
     return written
