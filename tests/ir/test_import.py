@@ -433,3 +433,30 @@ def test_every_full_zoo_model_imports_with_static_shapes(
     for _, output in graph.tenant(name).outputs:
         assert graph.tensor(output).shape[0] == 2
     assert not [op.name for op in graph.ops if op.op_type in ("Shape", "Constant", "ConstantOfShape")]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["dynamo", "legacy"])
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_folded_values_and_static_shapes_match_onnxruntime(
+    zoo_export: Callable[..., Path], name: str, legacy: bool
+) -> None:
+    """Run the original export in onnxruntime with every tensor as an output."""
+    ort = pytest.importorskip("onnxruntime")
+    zoo = pytest.importorskip("cosched.zoo")
+    path = zoo_export(name, size="tiny", legacy=legacy, dynamic_batch=True)
+    graph = load_models([path], names=[name], batch=2)
+    model = onnx.load(path)
+    declared = {o.name for o in model.graph.output}
+    produced = [o for node in model.graph.node for o in node.output if o and o not in declared]
+    model.graph.output.extend(onnx.ValueInfoProto(name=o) for o in produced)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in model.graph.output]
+    values = dict(zip(names, session.run(names, zoo.example_inputs(name, "tiny", batch=2)), strict=True))
+    if legacy and name in ("bert", "dlrm"):
+        assert graph.constants, "a legacy export's shape chains should fold"
+    for qualified, constant in graph.constants.items():
+        np.testing.assert_array_equal(constant, values[qualified.split("/", 1)[1]], err_msg=qualified)
+    for qualified, info in graph.tensors.items():
+        own = qualified.split("/", 1)[1]
+        if info.kind == "activation":
+            assert (info.shape, info.dtype) == (values[own].shape, values[own].dtype.name), qualified
