@@ -158,7 +158,7 @@ def _slice(attrs: Mapping[str, Any], inputs: Inputs, opset: int) -> Array:
         starts = [int(v) for v in _req(inputs, 1).reshape(-1)]
         ends = [int(v) for v in _req(inputs, 2).reshape(-1)]
         axes = _attr_axes({}, inputs, 3)
-        steps = None if len(inputs) < 5 or inputs[4] is None else _req(inputs, 4).reshape(-1)
+        steps = None if len(inputs) < 5 or inputs[4] is None else _req(inputs, 4).reshape(-1).tolist()
     axes = list(range(len(starts))) if axes is None else list(axes)
     steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
     index: list[slice] = [slice(None)] * x.ndim
@@ -197,7 +197,7 @@ def _range(inputs: Inputs) -> Array:
     start, limit, delta = (_req(inputs, i).reshape(()) for i in range(3))
     if delta == 0:
         raise NotFoldable("Range delta 0")
-    return np.arange(start, limit, delta, dtype=start.dtype)
+    return np.arange(start, limit, delta, dtype=start.dtype)  # type: ignore[call-overload]
 
 
 def _expand(inputs: Inputs) -> Array:

@@ -39,7 +39,7 @@ __all__ = [
 ONNX_DOMAINS = ("", "ai.onnx")
 """Op domains the importer accepts: the default ONNX operator set."""
 
-_DTYPES = {
+_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.DOUBLE: "float64",
     onnx.TensorProto.FLOAT16: "float16",
