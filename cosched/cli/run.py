@@ -105,7 +105,7 @@ def format_run(report: dict[str, Any]) -> str:
     if "speedup_vs_sequential" in report:
         lines.append(f"  {'speedup':14s} {report['speedup_vs_sequential']:9.2f}x  (sequential / plan)")
     if "max_abs_diff" in report:
-        lines.append(f"  {'max abs diff':14s} {report['max_abs_diff']:.3g}  (plan vs sequential outputs)")
+        lines.append(f"  {'max abs diff':14s} {report['max_abs_diff']:9.3g}     (plan vs sequential outputs)")
     for tenant, outs in report["outputs"].items():
         shapes = ", ".join(f"{n} {o['dtype']}{o['shape']}" for n, o in outs.items())
         lines.append(f"  {tenant} ({report['inputs'][tenant]} inputs): {shapes}")
