@@ -36,7 +36,8 @@ def _slice_range(start: int, end: int, step: int, size: int) -> torch.Tensor:
         start, end = min(max(start, 0), size), min(max(end, 0), size)
     else:
         start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
-    return torch.arange(start, end, step, dtype=torch.int64)
+    count = max(0, -(-(end - start) // step))  # ceil((end - start) / step)
+    return torch.arange(count, dtype=torch.int64) * step + start
 
 
 def _slice(ctx: OpContext, x: Tensor, starts: list[int], ends: list[int], axes: list[int], steps: list[int]) -> Tensor:
