@@ -2,8 +2,9 @@
 
 :meth:`DeviceSpec.detect` identifies a device (``"cpu"``, ``"cuda"`` or ``"cuda:i"``), then
 measures three ceilings: the FLOP/s of a large float32 matmul, the bandwidth of a large copy
-(bytes read plus bytes written per second) and the latency of a tiny op (the launch
-overhead every op pays). Measurements are cached as JSON per fingerprint, so a device is
+(bytes read plus bytes written per second) and the per-op overhead: a tiny op issued
+through cosched's own dispatch path (registry implementation, environment reads and
+writes), which is what every op of a plan pays on top of its arithmetic. Measurements are cached as JSON per fingerprint, so a device is
 measured once per machine, torch version and thread count.
 """
 
@@ -30,7 +31,7 @@ __all__ = ["DeviceSpec", "default_cache_dir", "parse_device"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DeviceKind = Literal["cpu", "cuda"]
 
@@ -125,7 +126,7 @@ class DeviceSpec:
         identity = _cpu_identity() if kind == "cpu" else _cuda_identity(index)
         fingerprint = fingerprint_of(identity)
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = root / "devices" / f"{fingerprint}.json"
+        path = root / "devices" / f"{fingerprint}-v{SCHEMA_VERSION}.json"
         if path.exists() and not refresh:
             spec = cls.load(path)
             log.debug("device %s: cached measurement %s", device, path)
@@ -206,14 +207,27 @@ def _measure_cpu(index: int) -> tuple[float, float, float]:
     src = torch.randn(16 * 1024 * 1024)  # 64 MiB
     dst = torch.empty_like(src)
     copy_s = _best_seconds(lambda: dst.copy_(src), 5, lambda: None)
-    tiny = torch.ones(1)
-    samples = []
-    for _ in range(300):
-        start = time.perf_counter_ns()
-        torch.add(tiny, tiny)
-        samples.append(time.perf_counter_ns() - start)
-    overhead = statistics.median(samples) * 1e-9
+    overhead = _dispatch_overhead(torch.ones(1), lambda: None)
     return 2.0 * n**3 / matmul_s, 2.0 * src.nbytes / copy_s, overhead
+
+
+def _dispatch_overhead(tiny: torch.Tensor, sync: Callable[[], None], ops: int = 200) -> float:
+    """Seconds per tiny op issued the way executors issue ops: a registry implementation
+    called on tensors read from, and written to, an environment dict (median of 15 bursts)."""
+    from cosched.ops.registry import OpContext, lookup
+
+    add = lookup("Add", 14)
+    ctx = OpContext("Add", 14)
+    env = {"a": tiny, "b": tiny}
+    bursts = []
+    for _ in range(15):
+        sync()
+        start = time.perf_counter_ns()
+        for _ in range(ops):
+            env["c"] = add(ctx, env["a"], env["b"])
+        sync()
+        bursts.append((time.perf_counter_ns() - start) / ops)
+    return statistics.median(bursts) * 1e-9
 
 
 def _measure_cuda(index: int) -> tuple[float, float, float]:
@@ -227,15 +241,9 @@ def _measure_cuda(index: int) -> tuple[float, float, float]:
         src = torch.empty(256 * 1024 * 1024, device=device)  # 1 GiB
         dst = torch.empty_like(src)
         copy_s = _event_seconds(lambda: dst.copy_(src), 5)
-        tiny = torch.ones(1, device=device)
-        torch.cuda.synchronize(device)
-        samples = []
-        for _ in range(200):
-            start = time.perf_counter_ns()
-            torch.add(tiny, tiny)
-            torch.cuda.synchronize(device)
-            samples.append(time.perf_counter_ns() - start)
-        overhead = statistics.median(samples) * 1e-9
+        overhead = _dispatch_overhead(
+            torch.ones(1, device=device), lambda: torch.cuda.synchronize(device)
+        )
     return 2.0 * n**3 / matmul_s, 2.0 * 256 * 1024 * 1024 * 4 / copy_s, overhead
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cosched.costmodel.device import DeviceSpec, parse_device
+from cosched.costmodel.device import SCHEMA_VERSION, DeviceSpec, parse_device
 from cosched.errors import DeviceError
 
 
@@ -38,7 +38,7 @@ def test_threads_per_member(make_device):
 def test_detect_cpu_measures_once_and_caches(tmp_path):
     spec = DeviceSpec.detect("cpu", cache_dir=tmp_path)
     assert spec.kind == "cpu" and spec.peak_flops > 0 and spec.bandwidth > 0 and spec.launch_overhead_s > 0
-    assert (tmp_path / "devices" / f"{spec.fingerprint}.json").exists()
+    assert (tmp_path / "devices" / f"{spec.fingerprint}-v{SCHEMA_VERSION}.json").exists()
     assert DeviceSpec.detect("cpu", cache_dir=tmp_path) == spec
 
 
