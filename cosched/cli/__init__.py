@@ -18,7 +18,7 @@ from cosched.errors import CoschedError
 __all__ = ["main"]
 
 # Verb modules, in the order `cosched --help` lists them.
-COMMANDS = ("zoo", "profile", "compile", "run", "show", "demo")
+COMMANDS = ("zoo", "exec", "profile", "compile", "run", "show", "demo")
 
 log = logging.getLogger("cosched")
 
