@@ -9,6 +9,7 @@ and negative pads (cropping).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -130,7 +131,9 @@ def scatter_nd(ctx: OpContext, data: Tensor, indices: Tensor, updates: Tensor) -
     elif reduction == "add":
         out.index_add_(0, linear, rows)
     elif reduction in _INDEX_REDUCE:
-        out.index_reduce_(0, linear, rows, _INDEX_REDUCE[reduction], include_self=True)
+        with warnings.catch_warnings():  # torch flags index_reduce_ as beta on every call
+            warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
+            out.index_reduce_(0, linear, rows, _INDEX_REDUCE[reduction], include_self=True)
     else:
         raise UnsupportedOpError(f"op ScatterND ({ctx.name!r}): reduction {reduction!r} is not supported")
     return out.reshape(data.shape)
