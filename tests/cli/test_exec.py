@@ -73,7 +73,7 @@ def test_input_files_fix_shapes_and_outputs_equal_onnxruntime(
 ) -> None:
     """dlrm reads its inputs (batch 3, valid indices) from a file; bert gets random ones at batch 2."""
     feeds = zoo.example_inputs("dlrm", "tiny", batch=3)
-    np.savez(tmp_path / "dlrm_in.npz", **feeds)
+    np.savez(tmp_path / "dlrm_in.npz", **feeds)  # type: ignore[arg-type]
     out = tmp_path / "out"
     argv = ["exec", str(models["bert"]), str(models["dlrm"]), "--batch", "bert=2",
             "--inputs", f"dlrm={tmp_path / 'dlrm_in.npz'}", "--save-outputs", str(out)]
@@ -130,7 +130,7 @@ def test_npz_with_wrong_dtype_names_input_and_dtypes(models: dict[str, Path], tm
 def test_npz_batch_disagreeing_with_batch_flag(models: dict[str, Path], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "b3.npz"
-    np.savez(path, **zoo.example_inputs("dlrm", "tiny", batch=3))
+    np.savez(path, **zoo.example_inputs("dlrm", "tiny", batch=3))  # type: ignore[arg-type]
     err = _error_line(capsys, ["exec", str(models["dlrm"]), "--batch", "2", "--inputs", f"dlrm={path}"])
     assert str(path) in err and "batch 3" in err and "--batch says 2" in err
 

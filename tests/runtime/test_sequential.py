@@ -73,7 +73,7 @@ def _two_tenants() -> Graph:
     x = b.input("mlp", "x", (2, 4))
     mm = b.op("mlp", "MatMul", [x, b.constant("mlp", "w", W)], (2, 3), "mm")
     relu = b.op("mlp", "Relu", [mm], (2, 3), "relu")
-    b.output("mlp", "y", b.op("mlp", "Add", [relu, b.constant("mlp", "one", np.float32(1.0).reshape(()))],
+    b.output("mlp", "y", b.op("mlp", "Add", [relu, b.constant("mlp", "one", np.array(1.0, np.float32))],
                               (2, 3), "add"))
     ids = b.input("emb", "ids", (2, 5), "int64")
     table = b.constant("emb", "table", np.arange(21, dtype=np.float32).reshape(7, 3))
