@@ -70,7 +70,7 @@ def _check(tenant: str, own: str, value: Any, info: Any, device: torch.device | 
         )
     if array.dtype != np.dtype(info.dtype):
         raise InputError(f"tenant {tenant!r}: input {own!r} must have dtype {info.dtype}, got {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    return torch.from_numpy(np.asarray(array, order="C")).to(device)
 
 
 def to_numpy(value: torch.Tensor) -> np.ndarray:
