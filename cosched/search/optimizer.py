@@ -22,6 +22,7 @@ from cosched.ir.graph import frozen_mapping
 from cosched.search.baselines import DEFAULT_THRESHOLD, Baseline, all_baselines, greedy_knobs
 from cosched.search.costtable import CostTable
 from cosched.search.decoder import DecoderKnobs, decode
+from cosched.search.improve import improve
 from cosched.search.schedule import Schedule
 from cosched.search.simulator import Interference, SimResult, simulate
 
@@ -49,12 +50,19 @@ class SearchConfig:
     study_name: str = "cosched-search"
     top_k: int = 3
     progress: bool = False
+    improve_budget: int = 100_000
+    improve_top: int = 3
 
     def __post_init__(self) -> None:
         if self.trials < 0 or self.max_streams < 1 or self.top_k < 1:
             raise ConfigError(
                 f"search needs trials >= 0, max_streams >= 1 and top_k >= 1; got trials="
                 f"{self.trials}, max_streams={self.max_streams}, top_k={self.top_k}"
+            )
+        if self.improve_budget < 0 or self.improve_top < 0:
+            raise ConfigError(
+                f"search needs improve_budget >= 0 and improve_top >= 0; got improve_budget="
+                f"{self.improve_budget}, improve_top={self.improve_top}"
             )
         if not self.threshold >= 1.0:
             raise ConfigError(f"interference threshold must be >= 1.0, got {self.threshold}")
@@ -130,6 +138,7 @@ def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = N
     finally:
         optuna.logging.set_verbosity(previous)
     candidates = _candidates(table, config, study, baselines)
+    candidates += _improved(table, config, candidates)
     pareto = _pareto(candidates, config) if config.multi_objective else ()
     chosen, measured = _choose(candidates, config, measure)
     sim = simulate(chosen.schedule, table)
@@ -260,6 +269,41 @@ def _candidates(
             "optuna-nsga2" if config.multi_objective else "optuna-tpe", trial=trial.number
         )
         out.append(Candidate(schedule, sim, f"trial {trial.number}", _excess(sim, config), _slo_excess(sim, config)))
+    return out
+
+
+def _improved(
+    table: CostTable, config: SearchConfig, candidates: Sequence[Candidate]
+) -> list[Candidate]:
+    """Local-search improvements of the best ``improve_top`` distinct candidates.
+
+    Each gets ``improve_budget // (tasks * improve_top)`` simulations; none run when that
+    is zero. Schedules with more streams than ``max_streams`` (stream-per-tenant) are skipped.
+    """
+    top = config.improve_top
+    evaluations = config.improve_budget // (table.n * top) if top else 0
+    if evaluations < 1:
+        return []
+    picked: list[Candidate] = []
+    for c in sorted(candidates, key=_rank):
+        fits = len(c.schedule.streams) <= config.max_streams
+        if fits and all(c.schedule.devices != p.schedule.devices for p in picked):
+            picked.append(c)
+        if len(picked) == top:
+            break
+
+    def score(sim: SimResult) -> tuple[float, float, float]:
+        return (_excess(sim, config), _slo_excess(sim, config), sim.makespan)
+
+    out = []
+    for i, c in enumerate(picked):
+        found = improve(table, c.schedule, score, evaluations, config.max_streams, config.seed + i)
+        if found.moves:
+            schedule = found.schedule.with_method(f"{c.schedule.method or c.source}+improve")
+            out.append(Candidate(
+                schedule, found.sim, f"{c.source} improved", _excess(found.sim, config),
+                _slo_excess(found.sim, config),
+            ))
     return out
 
 

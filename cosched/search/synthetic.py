@@ -107,7 +107,9 @@ class SyntheticCostModel(CostModel):
         self.overhead_ms = overhead_ms
         self.strength = strength
         self.ridge = peak_flops / bandwidth
-        self._shares: dict[tuple[int, int], float] = {}
+        # Keyed by id(graph); the graph is kept beside the value so that a later graph
+        # reusing a freed graph's id never reads its shares.
+        self._shares: dict[tuple[int, int], tuple[Graph, float]] = {}
 
     def predict_task(self, graph: Graph, task: Task) -> float:
         cost = graph.task_cost(task)
@@ -116,11 +118,11 @@ class SyntheticCostModel(CostModel):
 
     def _compute_share(self, graph: Graph, task: Task) -> float:
         key = (id(graph), task.id)
-        share = self._shares.get(key)
-        if share is None:
+        hit = self._shares.get(key)
+        if hit is None or hit[0] is not graph:
             intensity = graph.task_cost(task).intensity
-            share = self._shares[key] = intensity / (intensity + self.ridge)
-        return share
+            hit = self._shares[key] = (graph, intensity / (intensity + self.ridge))
+        return hit[1]
 
     def predict_slowdowns(
         self, graph: Graph, queries: Sequence[tuple[Task, Sequence[Task]]]
