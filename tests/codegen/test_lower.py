@@ -148,7 +148,10 @@ def test_bindings_and_task_partition(tmp_path: Path) -> None:
     assert {(b.tenant, b.name) for b in plan.outputs} == {(t, n) for t in "abc" for n in ("y", "hidden")}
     assert [t.ops for t in plan.tasks] == [t.ops for t in g.tasks]
     assert plan.predicted_ms["plan"] == 1.5
-    assert plan.import_options.batch == 1
+    # re-import options pin every tenant input to its resolved static shape
+    assert plan.import_options.input_shapes == {
+        t.name: {own: list(g.tensor(name).shape) for own, name in t.inputs} for t in g.tenants
+    }
 
 
 def test_invalid_schedule_is_rejected(tmp_path: Path) -> None:
