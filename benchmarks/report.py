@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["format_block", "format_table", "machine", "update_section", "write_markdown"]
 
 TITLE = "# Benchmarks\n"
-_ORDER = ("plan", "sequential", "stream-per-tenant", "ort-sequential", "ort-threads", "cuda-graph-per-model")
+_ORDER = ("plan", "sequential", "sequential-1-thread", "stream-per-tenant", "ort-sequential", "ort-threads", "cuda-graph-per-model")
 
 
 def machine(result: Mapping[str, Any]) -> str:

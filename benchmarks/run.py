@@ -10,6 +10,8 @@ In one process, on the same inputs (the zoo's example inputs per tenant), runs i
   plan                  the cosched plan (a)
   sequential            every op of every tenant in turn through cosched's kernels, every
                         core as intra-op threads (b)
+  sequential-1-thread   (CPU) the same with one intra-op thread: shows when "every core"
+                        hurts, e.g. on a machine shared with other processes
   stream-per-tenant     the stream-per-tenant baseline lowered to a plan and run by the same
                         executor: one CPU thread / CUDA stream per tenant, naive concurrency (c)
   ort-sequential        onnxruntime sessions one after another (d)
@@ -138,12 +140,33 @@ def _cosched_runners(compiled: CompiledPlan, feeds: Outputs) -> list[Runner]:
     per_tenant = Executor(per_tenant_plan, compiled.graph)
     plan, sequential = compiled.executor, compiled.sequential
     streams = len(compiled.plan.streams)
-    return [
+    runners = [
         Runner("plan", f"cosched plan, {streams} stream(s)", lambda: plan.run(feeds)),
         Runner("sequential", "cosched kernels, op after op, all cores", lambda: sequential.run(feeds)),
         Runner("stream-per-tenant", "cosched executor, one stream/thread per tenant",
                lambda: per_tenant.run(feeds), close=per_tenant.close),
     ]
+    if compiled.plan.device_kind == "cpu":
+        runners.append(Runner("sequential-1-thread", "cosched kernels, op after op, one intra-op thread",
+                              lambda: _one_thread(sequential.run, feeds)))
+    return runners
+
+
+def _one_thread(run: Any, feeds: Outputs) -> Outputs:
+    """``run(feeds)`` with one intra-op thread in this thread, restoring the count after.
+
+    A diagnostic beside ``sequential``: on a CPU shared with other processes, a team of
+    intra-op threads stalls at every op's barrier while one of its threads is descheduled,
+    so "every core" can be far slower than one thread; this runner shows how much.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(feeds)
+    finally:
+        torch.set_num_threads(before)
 
 
 def measure(bench: Bench, *, iters: int = 20, warmup: int = 3) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from benchmarks.report import format_block, format_table, update_section
 from benchmarks.run import compare_outputs, main, measure, prepare
 from cosched.errors import ConfigError
 
-RUNNERS = {"plan", "sequential", "stream-per-tenant", "ort-sequential", "ort-threads"}
+RUNNERS = {"plan", "sequential", "sequential-1-thread", "stream-per-tenant", "ort-sequential", "ort-threads"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_every_cpu_runner_is_timed_and_compared(result):
 
 def test_outputs_of_every_runner_agree(result):
     assert result["outputs_agree"]
-    for name in ("plan", "stream-per-tenant"):
+    for name in ("plan", "stream-per-tenant", "sequential-1-thread"):
         assert result["outputs"][name]["max_abs_diff"] <= 1e-5, name
     for name in ("ort-sequential", "ort-threads"):
         assert result["outputs"][name]["max_rel_err"] <= 1e-4, name
