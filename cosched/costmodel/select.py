@@ -14,7 +14,7 @@ from cosched.cache import cache_root
 from cosched.costmodel.base import CostModel
 from cosched.costmodel.device import DeviceSpec
 from cosched.costmodel.roofline import RooflineModel
-from cosched.errors import CostModelError, ProfileError
+from cosched.errors import CoschedError, CostModelError, ProfileError
 from cosched.ir.graph import Graph
 
 __all__ = ["model_cache_dir", "resolve_cost_model"]
@@ -67,8 +67,14 @@ def _auto(device: DeviceSpec, graph: Graph, budget_s: float, progress: bool) -> 
 
     directory = model_cache_dir(device)
     if (directory / "model" / "metadata.json").is_file():
-        log.info("cost model: cached XGBoost model for %s (%s)", device.name, directory)
-        return XGBoostModel.load(directory / "model")
+        try:
+            model = XGBoostModel.load(directory / "model")
+        except CoschedError as exc:  # written by another cosched version: retrain
+            log.warning("cost model: cached model in %s is unusable (%s); profiling again",
+                        directory, exc)
+        else:
+            log.info("cost model: cached XGBoost model for %s (%s)", device.name, directory)
+            return model
     if budget_s <= 0:
         log.warning("cost model: no cached model for %s and profiling is off; using the roofline "
                     "model (run `cosched profile` to train one)", device.name)
