@@ -4,12 +4,18 @@
 
 For each size: building the cost table (one batched latency prediction), the baselines,
 one warm decode + simulation, and a full search of ``--trials`` trials (cold slowdown cache,
-as in a compile). Prints one row per size.
+as in a compile) including the local-search improvement phase, whose budget is given in
+task-simulations (``--improve-budget``): the improvement gets ``budget // (tasks * 3)``
+simulations per candidate, so it costs about the same at every size. Prints BENCHMARKS.md rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
+import sys
 import time
 
 from cosched.search.baselines import all_baselines
@@ -26,8 +32,8 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def row(n: int, trials: int, tenants_per_task: int) -> str:
-    tenants = max(2, n // tenants_per_task)
+def row(n: int, trials: int, tasks_per_tenant: int, improve_budget: int) -> str:
+    tenants = max(2, n // tasks_per_tenant)
     graph = random_task_graph(n, n_tenants=tenants, seed=0)
     table, t_table = _timed(lambda: CostTable(graph, SyntheticCostModel()))
     _, t_base = _timed(lambda: all_baselines(table))
@@ -36,11 +42,13 @@ def row(n: int, trials: int, tenants_per_task: int) -> str:
     (schedule, _), t_decode = _timed(lambda: decode(table, knobs, record_pairs=False))
     _, t_sim = _timed(lambda: simulate(schedule, table, record_pairs=False))
     fresh = CostTable(graph, SyntheticCostModel())
-    result, t_search = _timed(lambda: optimize(fresh, SearchConfig(trials=trials, seed=0)))
+    config = SearchConfig(trials=trials, seed=0, improve_budget=improve_budget)
+    result, t_search = _timed(lambda: optimize(fresh, config))
     seq = next(b for b in result.baselines if b.name == "sequential").sim.makespan
+    evals = improve_budget // (n * config.improve_top) if config.improve_top else 0
     return (
         f"| {n:>6} | {tenants:>3} | {t_table:6.2f} | {t_base:6.2f} | {t_decode:6.3f} | "
-        f"{t_sim:6.3f} | {t_search:7.1f} | {seq / result.sim.makespan:5.2f}x |"
+        f"{t_sim:6.3f} | {evals:>5} | {t_search:7.1f} | {seq / result.sim.makespan:5.2f}x |"
     )
 
 
@@ -49,13 +57,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000, 10000])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--tasks-per-tenant", type=int, default=200)
+    parser.add_argument("--improve-budget", type=int, default=SearchConfig().improve_budget)
     args = parser.parse_args()
-    print(f"trials={args.trials}, one tenant per {args.tasks_per_tenant} tasks (>= 2)")
-    print("| tasks | tenants | table s | baselines s | decode s (warm) | simulate s (warm) "
-          "| search s | speedup vs sequential |")
-    print("|---|---|---|---|---|---|---|---|")
+    command = "python " + " ".join(["benchmarks/search_scaling.py", *sys.argv[1:]])
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
+    print(f"`{command}` on {machine}, {datetime.date.today().isoformat()}: trials={args.trials}, "
+          f"one tenant per {args.tasks_per_tenant} tasks (>= 2), improve_budget={args.improve_budget}")
+    print("\n| tasks | tenants | table s | baselines s | decode s (warm) | simulate s (warm) "
+          "| improve sims/candidate | search s | speedup vs sequential |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
-        print(row(n, args.trials, args.tasks_per_tenant), flush=True)
+        print(row(n, args.trials, args.tasks_per_tenant, args.improve_budget), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ became ready (where the decoder lost time):
   the run's start time, so the neighbourhood stays linear in the graph size;
 - *exchange*: swap two tasks on different streams that started close together.
 
+At a local optimum, each task that waited after becoming ready *jumps*: it is put before
+the task that was running on a stream when it became ready (the short chain runs before the
+long task). A jump alone usually makes things worse until later tasks follow, so it only
+seeds a new climb, kept if that climb ends better than the local optimum (iterated local
+search).
+
 A move that breaks dependency order inside a stream is skipped before simulating; one that
 deadlocks across streams is rejected by the simulator. Every simulation costs one
 evaluation; the search stops at a local optimum or when ``evaluations`` run out. The result
