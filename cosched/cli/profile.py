@@ -27,7 +27,8 @@ examples:
   cosched profile --device cuda:0 --models resnet50.onnx bert.onnx -o profiles/h100 --json"""
 
 REPORTED = ("standalone_mape", "standalone_spearman", "corun_mape", "corun_spearman",
-            "roofline_corun_mape", "no_interference_corun_mape", "slowdown_mape")
+            "roofline_corun_mape", "no_interference_corun_mape", "corun_measured_standalone_mape",
+            "slowdown_mape", "measured_slowdown_median")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

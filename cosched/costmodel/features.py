@@ -25,7 +25,12 @@ roofline latency in ms), ``roof_compute_share``, ``roof_memory_share`` (see
 ``co_log_max_flops``, ``co_log_sum_bytes``, ``co_sum_intensity``, ``co_sum_compute_share``,
 ``co_sum_memory_share``, ``co_log_sum_roof_ms``, ``co_log_max_roof_ms``,
 ``co_log_roof_ratio`` (ln of the longest co-runner's roofline time over the task's),
-``roof_slowdown`` and ``log_roof_slowdown`` (the roofline model's prediction).
+``roof_slowdown`` and ``log_roof_slowdown`` (the roofline model's prediction);
+``co_sum_n_ops`` and ``co_log_sum_overhead_us`` (ops the co-runners dispatch and their summed
+launch overhead in microseconds: tasks of a few microseconds on CPU are bound by Python dispatch and the
+GIL, which every co-runner's ops contend for), ``dispatch_share`` (the task's ops over all
+ops of the group), ``total_threads`` (threads of the whole group) and ``oversubscription``
+(total threads over the device's cores; 0 on CUDA).
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ CORUN_FEATURES: tuple[str, ...] = (
     *STANDALONE_FEATURES, "co_count", "threads", "co_log_sum_flops", "co_log_max_flops",
     "co_log_sum_bytes", "co_sum_intensity", "co_sum_compute_share", "co_sum_memory_share",
     "co_log_sum_roof_ms", "co_log_max_roof_ms", "co_log_roof_ratio", "roof_slowdown",
-    "log_roof_slowdown",
+    "log_roof_slowdown", "co_sum_n_ops", "co_log_sum_overhead_us", "dispatch_share",
+    "total_threads", "oversubscription",
 )
 
 
@@ -196,4 +202,16 @@ def corun_vector(
         _log(sum(roof_ms)), _log(max(roof_ms)),
         math.log(max(roof_ms) / (own.time_s * 1e3)) if others else 0.0,
         slowdown, math.log(slowdown),
+        *_dispatch_features(feats, co_feats, device, threads),
+    ]
+
+
+def _dispatch_features(feats: Mapping[str, float], co_feats: Sequence[Mapping[str, float]],
+                       device: DeviceSpec, threads: int) -> list[float]:
+    co_ops = sum(f["n_ops"] for f in co_feats)
+    total_threads = threads * (1 + len(co_feats))
+    return [
+        co_ops, _log(co_ops * device.launch_overhead_s * 1e6),
+        feats["n_ops"] / max(1.0, feats["n_ops"] + co_ops), float(total_threads),
+        total_threads / device.cores if device.kind == "cpu" and device.cores else 0.0,
     ]

@@ -10,6 +10,13 @@ compute x memory mixes and small x large pairings are all covered; a member is d
 inside its stratum. On CPU each member runs on its own thread with
 ``device.threads_per_member(k)`` threads; on CUDA on its own stream.
 
+Standalone and co-run latencies follow the definitions of :mod:`cosched.costmodel.runner`:
+median per-execution latency on a worker thread of its own. A standalone signature is
+measured with :func:`standalone_threads` threads, the count each member of the smallest
+co-run group (and each stream of a two-stream plan) gets, so that a member's co-run latency
+over its standalone latency is interference (plus, for larger groups, fewer threads), never
+a change of thread count or timing method between the two measurements.
+
 Budgets: ``budget_s`` of wall time in all (``standalone_share`` of it at most for standalone),
 and optional caps on the number of signatures and of groups.
 """
@@ -35,7 +42,7 @@ from cosched.costmodel.store import CorunGroup, ProfileData, ProfileStore, Stand
 from cosched.errors import ProfileError, UnsupportedOpError
 from cosched.ir.graph import Graph, Task
 
-__all__ = ["ProfileConfig", "Profiler", "plan_groups", "strata"]
+__all__ = ["ProfileConfig", "Profiler", "plan_groups", "standalone_threads", "strata"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,11 @@ class ProfileConfig:
     corun_window_s: float = 0.03
     seed: int = 0
     quiet: bool = False
+
+
+def standalone_threads(device: DeviceSpec, sizes: Sequence[int] = (2,)) -> int:
+    """CPU threads of a standalone measurement: those of a member of the smallest group."""
+    return device.threads_per_member(min(sizes, default=2))
 
 
 def strata(records: Mapping[str, StandaloneRecord], device: DeviceSpec) -> dict[tuple[str, int], list[str]]:
@@ -119,8 +131,6 @@ class Profiler:
         start = time.monotonic()
         deadline = start + cfg.budget_s
         threads = torch.get_num_threads()
-        if self.device.kind == "cpu":
-            torch.set_num_threads(self.device.cores)
         try:
             features = self._collect(graphs)
             store.add_device(self.device)
@@ -194,7 +204,7 @@ class Profiler:
             try:
                 median, spread, repeats = time_standalone(
                     self._runner(sig), self._torch_device, cfg.warmup, cfg.min_repeats,
-                    cfg.max_repeats, cfg.target_repeat_s)
+                    cfg.max_repeats, cfg.target_repeat_s, standalone_threads(self.device, cfg.group_sizes))
             except (UnsupportedOpError, ProfileError) as exc:
                 skipped.append(sig)
                 log.warning("skipping %s: %s", self._label(sig), exc)

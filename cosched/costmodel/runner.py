@@ -5,8 +5,22 @@ holds the task's external inputs: weights and folded constants by value, every o
 random of the right shape and dtype (integer and boolean inputs are zeros, which is a valid
 index for any gather). Calling it runs the ops back to back, as a stream would.
 
-:func:`time_standalone` measures one runner (warm-up, repeats, median and interquartile
-spread); :func:`corun_cpu` and :func:`corun_cuda` measure k runners together.
+Definitions (CPU; every time is wall time from ``perf_counter_ns``, in ms):
+
+- **execution latency**: the time of one call of a runner, measured on a worker thread of
+  its own that called ``torch.set_num_threads(threads)`` and already ran the task once;
+- **co-run latency** of a member of a group of k: the median execution latency of that
+  member over the executions that ran while all k members were looping their tasks
+  concurrently, released together by a barrier (:func:`loop_concurrent`);
+- **standalone latency**: the same with k = 1 (:func:`time_standalone`): same thread, same
+  thread count, same per-execution definition, so co-run / standalone is the interference;
+- **makespan** of a group: the largest member co-run latency, i.e. the steady-state time for
+  every member to complete one execution when all run together (so every member's latency
+  is <= the makespan).
+
+On CUDA each member runs on its own stream, issued breadth-first from one host thread, and
+executions are timed with CUDA events (:func:`corun_cuda`); the makespan is again the
+largest member latency.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ from cosched.errors import CoschedError, ProfileError, UnsupportedOpError
 from cosched.ir.graph import Graph, Task
 from cosched.ops.registry import OpContext, OpImpl, is_supported, lookup
 
-__all__ = ["CorunMeasure", "TaskRunner", "corun_cpu", "corun_cuda", "time_standalone"]
+__all__ = ["CorunMeasure", "TaskRunner", "corun_cpu", "corun_cuda", "loop_concurrent", "time_standalone"]
 
 
 class TaskRunner:
@@ -83,22 +97,28 @@ class TaskRunner:
 # ----------------------------------------------------------------- standalone
 def time_standalone(run: Callable[[], None], device: torch.device, warmup: int = 2,
                     min_repeats: int = 5, max_repeats: int = 50,
-                    target_s: float = 0.05) -> tuple[float, float, int]:
-    """(median ms, interquartile spread ms, repeats) of ``run`` alone on ``device``."""
-    timer = _cuda_timer(device) if device.type == "cuda" else _cpu_timer
+                    target_s: float = 0.05, threads: int = 1) -> tuple[float, float, int]:
+    """(median ms, interquartile spread ms, executions) of ``run`` alone on ``device``.
+
+    On CPU this is :func:`loop_concurrent` with one member: the same worker thread, thread
+    count and per-execution timing as a co-run member, so a co-run latency divided by this
+    is the interference alone. ``max_repeats`` applies on CUDA only; on CPU the loop runs
+    for ``target_s`` and at least ``min_repeats`` executions.
+    """
+    if device.type != "cuda":
+        samples = loop_concurrent([run], threads, min_repeats, target_s)[0]
+        return _summary(samples)
+    timer = _cuda_timer(device)
     for _ in range(warmup):
         timer(run)
     first = timer(run)
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(first, 1e-7))))
-    samples = [timer(run) for _ in range(repeats)]
-    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
-    return statistics.median(samples) * 1e3, (q[2] - q[0]) * 1e3, repeats
+    return _summary([timer(run) * 1e3 for _ in range(repeats)])
 
 
-def _cpu_timer(run: Callable[[], None]) -> float:
-    start = time.perf_counter_ns()
-    run()
-    return (time.perf_counter_ns() - start) * 1e-9
+def _summary(samples_ms: Sequence[float]) -> tuple[float, float, int]:
+    q = statistics.quantiles(samples_ms, n=4) if len(samples_ms) >= 2 else [samples_ms[0]] * 3
+    return statistics.median(samples_ms), q[2] - q[0], len(samples_ms)
 
 
 def _cuda_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
@@ -116,19 +136,22 @@ def _cuda_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
 # --------------------------------------------------------------------- co-run
 @dataclass(frozen=True)
 class CorunMeasure:
-    """Median latency (ms) of each member while all ran, and the group's makespan (ms)."""
+    """Each member's co-run latency (ms) and the group's makespan (ms), as the module doc defines."""
 
     latencies_ms: tuple[float, ...]
     makespan_ms: float
 
 
-def corun_cpu(runners: Sequence[Callable[[], None]], threads: int, min_iters: int = 3,
-              window_s: float = 0.03) -> CorunMeasure:
-    """Run every member on its own thread (``torch.set_num_threads(threads)`` each), released
-    together by a barrier, each repeating until all did ``min_iters`` runs over ``window_s``.
+def loop_concurrent(runners: Sequence[Callable[[], None]], threads: int, min_iters: int = 3,
+                    window_s: float = 0.03) -> list[list[float]]:
+    """Per member, the latencies (ms) of its executions that ran entirely inside the overlap.
 
-    A member's latency is the median of its runs that ended while every member still ran;
-    the makespan is from the release to the end of the slowest member's first run.
+    Every member gets its own worker thread (``torch.set_num_threads(threads)`` there), runs
+    once to warm up, waits at a barrier, then repeats its task until every member has done
+    ``min_iters`` executions and ``window_s`` has passed; the stop time is then taken before
+    any member is told to stop, so every execution that ended before it overlapped only
+    executions of members that were all still looping. The execution in flight at the stop
+    is discarded.
     """
     k = len(runners)
     barrier = threading.Barrier(k + 1)
@@ -159,24 +182,32 @@ def corun_cpu(runners: Sequence[Callable[[], None]], threads: int, min_iters: in
     with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
     start = time.perf_counter_ns()
+    stop_ns = start
     while not stop.is_set():
-        time.sleep(0.0005)
-        done = min(len(e) for e in ends)
-        if done >= min_iters and time.perf_counter_ns() - start >= window_s * 1e9:
+        time.sleep(0.001)
+        done = min(len(e) for e in ends)  # counted first: these all ended before stop_ns
+        stop_ns = time.perf_counter_ns()
+        if done >= max(1, min_iters) and stop_ns - start >= window_s * 1e9:
             break
-    stop_ns = time.perf_counter_ns()
     stop.set()
     for w in workers:
         w.join()
     failed = next((e for e in errors if e is not None), None)
     if failed is not None:
         raise failed if isinstance(failed, CoschedError) else ProfileError(f"co-run member failed: {failed}")
-    latencies = []
+    out = []
     for i in range(k):
-        marks = [begin[i], *ends[i]]
-        runs = [(b - a) * 1e-6 for a, b in itertools.pairwise(marks) if b <= stop_ns]
-        latencies.append(statistics.median(runs))
-    return CorunMeasure(tuple(latencies), (max(e[0] for e in ends) - start) * 1e-6)
+        marks = [begin[i], *(e for e in ends[i] if e <= stop_ns)]
+        out.append([(b - a) * 1e-6 for a, b in itertools.pairwise(marks)])
+    return out
+
+
+def corun_cpu(runners: Sequence[Callable[[], None]], threads: int, min_iters: int = 3,
+              window_s: float = 0.03) -> CorunMeasure:
+    """Measure ``runners`` together with :func:`loop_concurrent` (see the module doc)."""
+    samples = loop_concurrent(runners, threads, min_iters, window_s)
+    latencies = tuple(statistics.median(s) for s in samples)
+    return CorunMeasure(latencies, max(latencies))
 
 
 def corun_cuda(runners: Sequence[Callable[[], None]], alone_ms: Sequence[float],
@@ -201,6 +232,4 @@ def corun_cuda(runners: Sequence[Callable[[], None]], alone_ms: Sequence[float],
             marks[i].append(pair)
     torch.cuda.synchronize(device)
     latencies = tuple(statistics.median(s.elapsed_time(e) for s, e in m) for m in marks)
-    first = marks[0][0][0]
-    makespan = max(first.elapsed_time(m[0][1]) for m in marks)
-    return CorunMeasure(latencies, makespan)
+    return CorunMeasure(latencies, max(latencies))

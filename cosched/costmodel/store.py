@@ -33,7 +33,9 @@ from cosched.errors import CoschedError, ProfileError
 
 __all__ = ["CorunGroup", "ProfileData", "ProfileStore", "StandaloneRecord"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# 2: standalone and co-run latencies share one definition (cosched.costmodel.runner); stores
+# of version 1 measured standalone with all cores on the calling thread and are not comparable.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,7 +104,8 @@ class ProfileStore:
                 self._db.commit()
             elif row[0] != str(SCHEMA_VERSION):
                 raise ProfileError(
-                    f"profile store {self.path} has schema_version {row[0]}, expected {SCHEMA_VERSION}"
+                    f"profile store {self.path} has schema_version {row[0]}, expected {SCHEMA_VERSION} "
+                    "(its latencies were measured differently); profile into a new file"
                 )
         except (sqlite3.Error, OSError) as exc:
             raise ProfileError(f"cannot open profile store {self.path}: {exc}") from exc

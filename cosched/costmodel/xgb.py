@@ -38,7 +38,7 @@ from cosched.ir.graph import Graph, Task
 
 __all__ = ["XGBoostModel", "corun_rows"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _ROOF_LOG_MS = STANDALONE_FEATURES.index("roof_log_ms")
 METADATA_FILE = "metadata.json"
 STANDALONE_FILE = "standalone.json"

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
 from cosched.costmodel.features import task_features, task_signature
-from cosched.costmodel.profiler import ProfileConfig, Profiler, plan_groups, strata
-from cosched.costmodel.runner import TaskRunner, corun_cpu
+from cosched.costmodel.profiler import (
+    ProfileConfig,
+    Profiler,
+    plan_groups,
+    standalone_threads,
+    strata,
+)
+from cosched.costmodel.runner import TaskRunner, corun_cpu, loop_concurrent, time_standalone
 from cosched.costmodel.store import ProfileStore, StandaloneRecord
 from cosched.errors import ProfileError
 
@@ -34,7 +43,8 @@ def test_profile_tiny_graph_measures_each_signature_once(make_mlp, device, tmp_p
         # profiling again appends groups but re-measures no known signature
         again = Profiler(device, TINY).profile([graph], store)
         assert len(again.standalone) == 2 and len(again.groups) > len(data.groups)
-        assert all(r.repeats <= 3 for r in again.standalone.values())
+        assert {s: r.repeats for s, r in again.standalone.items()} == {
+            s: r.repeats for s, r in data.standalone.items()}
 
 
 def test_graph_without_tasks_is_named(make_mlp, device, tmp_path):
@@ -72,3 +82,41 @@ def test_corun_cpu_reports_every_member(make_mlp):
     measure = corun_cpu(runners, threads=1, min_iters=2, window_s=0.0)
     assert len(measure.latencies_ms) == 2 and min(measure.latencies_ms) > 0
     assert measure.makespan_ms > 0
+
+
+def test_standalone_runs_like_a_corun_member():
+    """Both measurements run the task on a worker thread with the member's thread count."""
+    seen: list[tuple[int, bool]] = []
+
+    def probe() -> None:
+        seen.append((torch.get_num_threads(), threading.current_thread() is threading.main_thread()))
+
+    time_standalone(probe, torch.device("cpu"), min_repeats=3, target_s=0.0, threads=1)
+    corun_cpu([probe, lambda: None], threads=1, min_iters=2, window_s=0.0)
+    assert seen and set(seen) == {(1, False)}
+
+
+def test_corun_beside_a_trivial_task_is_near_standalone(make_mlp, make_device):
+    """A member co-running with a near-empty task is measured like its standalone run: not
+    many times faster (the bug this guards: standalone timed with another thread count or
+    another clock than the co-run), and never slower than the group's makespan."""
+    heavy = make_mlp((256, 512), batch=16)
+    cheap = make_mlp((2, 2))
+    run_heavy = TaskRunner(heavy, heavy.tasks[0], torch.device("cpu"), {})
+    run_cheap = TaskRunner(cheap, cheap.tasks[0], torch.device("cpu"), {})
+    threads = standalone_threads(make_device(cores=2), (2, 3))
+    assert threads == make_device(cores=2).threads_per_member(2) == 1
+    alone, _spread, n = time_standalone(run_heavy, torch.device("cpu"), min_repeats=20,
+                                        target_s=0.05, threads=threads)
+    measure = corun_cpu([run_heavy, run_cheap], threads=threads, min_iters=20, window_s=0.05)
+    assert n >= 20
+    assert alone / 3 < measure.latencies_ms[0] < alone * 20
+    assert max(measure.latencies_ms) == measure.makespan_ms
+
+
+def test_loop_concurrent_keeps_only_overlapping_executions():
+    samples = loop_concurrent([lambda: time.sleep(0.004), lambda: None], threads=1,
+                              min_iters=3, window_s=0.02)
+    assert len(samples[0]) >= 3 and len(samples[1]) >= 3
+    # the slow member's executions all ended before the stop: none is cut short or stretched
+    assert all(3.5 < ms < 200 for ms in samples[0])
