@@ -18,6 +18,8 @@ from cosched.costmodel import CostModel, DeviceSpec
 from cosched.costmodel.select import resolve_cost_model
 from cosched.errors import ConfigError
 from cosched.ir import analyse, fuse, load_models
+from cosched.runtime.bindings import random_inputs
+from cosched.runtime.measure import schedule_timer
 from cosched.search import CostTable, SearchConfig, optimize
 
 __all__ = ["compile", "load"]
@@ -46,6 +48,7 @@ def compile(
     best_effort: bool = False,
     study: str | None = None,
     profile_budget_s: float = 60.0,
+    measure: bool = False,
     progress: bool = False,
 ) -> CompiledPlan:
     """Compile ``models`` (one per tenant) into a concurrent plan for ``device``.
@@ -56,8 +59,10 @@ def compile(
     :class:`CostModel`. The search runs ``trials`` Optuna trials (or until
     ``time_budget_s``); ``objective="pareto"`` searches makespan against the ``slo_ms``
     objectives with NSGA-II. ``study`` ("sqlite:///FILE.db") persists the study so a later
-    call resumes it. Raises :class:`~cosched.errors.SLOError` when an SLO cannot be met,
-    unless ``best_effort``.
+    call resumes it. With ``measure``, the best simulated candidates and the sequential
+    baseline are run on the device (random inputs, interleaved) and the fastest measured one
+    is kept, so the plan never measures slower than sequential execution. Raises
+    :class:`~cosched.errors.SLOError` when an SLO cannot be met, unless ``best_effort``.
     """
     if objective not in ("makespan", "pareto"):
         raise ConfigError(f"objective must be 'makespan' or 'pareto', got {objective!r}")
@@ -73,7 +78,8 @@ def compile(
         threshold=interference_threshold, slo_ms=dict(slo_ms or {}), best_effort=best_effort,
         multi_objective=objective == "pareto", storage=study, progress=progress,
     )
-    result = optimize(table, config)                              # search, baselines enqueued
+    timer = schedule_timer(graph, spec, random_inputs(graph)) if measure else None
+    result = optimize(table, config, timer)                       # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
         b.name.replace("-", "_"): b.sim.makespan for b in result.baselines
     }

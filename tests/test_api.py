@@ -14,10 +14,6 @@ from cosched import zoo
 from cosched.compiled import CompiledPlan, max_abs_diff
 from cosched.errors import ConfigError
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(cosched.ir, "load_models"), reason="the ONNX importer (cosched.ir.load_models) has not landed"
-)
-
 TENANTS = ("squeezenet1_1", "bert", "dlrm")
 
 
@@ -101,3 +97,16 @@ def test_inputs_are_seeded(compiled: CompiledPlan) -> None:
     for tenant in TENANTS:
         for name, value in a[tenant].items():
             np.testing.assert_array_equal(value, b[tenant][name])
+
+
+def test_measure_keeps_the_fastest_measured_finalist(models: list[Path]) -> None:
+    plan = cosched.compile(models, cost_model="roofline", trials=5, seed=1, measure=True)
+    try:
+        report = plan.report()
+        # the finalists and the sequential baseline were all run; the plan runs correctly
+        assert len(report["finalists_measured_ms"]) >= 2
+        assert all(ms > 0 for ms in report["finalists_measured_ms"])
+        feed = plan.inputs()
+        assert max_abs_diff(plan.run(feed), plan.sequential.run(feed)) <= 1e-5
+    finally:
+        plan.close()

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-streams", type=int, default=4, metavar="N", help="most streams (default 4)")
     parser.add_argument("--best-effort", action="store_true",
                         help="keep the best plan found even when an SLO cannot be met")
+    parser.add_argument("--measure", action="store_true",
+                        help="run the best candidates and the sequential baseline on the device "
+                             "and keep the fastest measured (never slower than sequential)")
     parser.add_argument("--study", metavar="sqlite:///FILE.db",
                         help="persist the Optuna study there; running again resumes it")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -102,7 +105,8 @@ def _main(args: argparse.Namespace) -> int:
         args.models, device=args.device, **model_options, cost_model=args.cost_model,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, slo_ms=slos,
         objective=args.objective, max_streams=args.max_streams, best_effort=args.best_effort,
-        study=args.study, profile_budget_s=args.profile_budget, progress=not args.quiet,
+        study=args.study, profile_budget_s=args.profile_budget, measure=args.measure,
+        progress=not args.quiet,
     )
     compiled.save(args.output)
     report = compiled.report() | {"plan_dir": str(Path(args.output))}

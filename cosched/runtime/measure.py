@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from cosched.errors import ConfigError
 
-__all__ = ["Timing", "measure_interleaved"]
+if TYPE_CHECKING:
+    from cosched.ir.graph import Graph
+    from cosched.search.schedule import Schedule
+
+__all__ = ["Timing", "measure_interleaved", "schedule_timer"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +59,25 @@ def measure_interleaved(
             run()
             samples[name].append((time.perf_counter_ns() - start) / 1e6)
     return {name: Timing(tuple(values)) for name, values in samples.items()}
+
+
+def schedule_timer(
+    graph: Graph, device: Any, inputs: Mapping[str, Mapping[str, Any]], iters: int = 5, warmup: int = 2
+) -> Callable[[Sequence[Schedule]], list[float]]:
+    """A ``measure`` callable for :func:`cosched.search.optimize`: lowers each schedule to a
+    plan, runs them all interleaved on ``inputs`` and returns their median ms."""
+
+    def measure(schedules: Sequence[Schedule]) -> list[float]:
+        from cosched.codegen import lower
+        from cosched.runtime.executor import Executor
+
+        executors = [Executor(lower(graph, s, device=device), graph) for s in schedules]
+        try:
+            runners = {str(i): partial(e.run, inputs) for i, e in enumerate(executors)}
+            timings = measure_interleaved(runners, iters=iters, warmup=warmup)
+        finally:
+            for e in executors:
+                e.close()
+        return [timings[str(i)].median for i in range(len(executors))]
+
+    return measure

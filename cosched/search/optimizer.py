@@ -126,7 +126,8 @@ def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = N
     """Search for the best schedule of ``table``'s graph; see the module docstring.
 
     ``measure``, if given, times schedules on the real device; it is called once with the
-    ``top_k`` best simulated candidates and the fastest measured one is chosen. Raises
+    ``top_k`` best simulated candidates plus the sequential baseline, and the fastest measured
+    one is chosen. Raises
     :class:`SLOError` when no candidate meets every SLO, unless ``best_effort``.
     """
     _check_slos(table, config)
@@ -327,6 +328,13 @@ def _choose(
             if top and _rank(c)[:2] > _rank(top[0])[:2]:
                 break
             top.append(c)
+    # The sequential baseline is always measured beside the finalists (unless it misses an
+    # SLO the finalists meet), so a plan that measures slower than it is never chosen.
+    seq = next((c for c in candidates if c.source == "sequential"), None)
+    if seq is not None and _rank(seq)[:2] <= _rank(top[0])[:2] and all(
+        seq.schedule.devices != t.schedule.devices for t in top
+    ):
+        top.append(seq)
     times = tuple(float(x) for x in measure([c.schedule for c in top]))
     if len(times) != len(top):
         raise ConfigError(f"measure returned {len(times)} timings for {len(top)} schedules")

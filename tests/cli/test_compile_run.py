@@ -14,10 +14,6 @@ import cosched.ir
 from cosched import zoo
 from cosched.cli import main
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(cosched.ir, "load_models"), reason="the ONNX importer (cosched.ir.load_models) has not landed"
-)
-
 TENANTS = ("mobilenet_v2", "bert", "dlrm")
 FAST = ["--cost-model", "roofline", "--trials", "4"]
 

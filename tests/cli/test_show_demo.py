@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import cosched.ir
 from cosched import zoo
 from cosched.cli import main
 from cosched.cli.demo import DEMO_TENANTS
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(cosched.ir, "load_models"), reason="the ONNX importer (cosched.ir.load_models) has not landed"
-)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TENANTS = ("squeezenet1_1", "dlrm")

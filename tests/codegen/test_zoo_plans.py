@@ -13,10 +13,6 @@ from cosched.codegen import emit_python, graph_for_plan, load_module, load_plan,
 from cosched.runtime import SequentialExecutor, random_inputs
 from cosched.runtime.executor import Executor
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(cosched.ir, "load_models"), reason="the ONNX importer (cosched.ir.load_models) has not landed"
-)
-
 MIXES = [("resnet50", "bert", "mobilenet_v2"), ("squeezenet1_1", "dlrm", "googlenet")]
 
 

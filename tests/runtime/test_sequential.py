@@ -17,10 +17,6 @@ from cosched.errors import InputError, UnsupportedOpError
 from cosched.ir.graph import Graph, Op, TenantInfo, TensorInfo, frozen_mapping, qualify
 from cosched.runtime import SequentialExecutor
 
-needs_importer = pytest.mark.skipif(
-    not hasattr(cosched.ir, "load_models"), reason="the ONNX importer (cosched.ir.load_models) has not landed"
-)
-
 
 class _Tiny:
     """Builds IR graphs inline: tenants with inputs, constants and single-output ops."""
@@ -189,7 +185,6 @@ def test_unsupported_ops_fail_once_listing_all_before_anything_runs(monkeypatch:
     assert calls == []
 
 
-@needs_importer
 def test_unsupported_onnx_ops_from_an_imported_model_are_listed_together() -> None:
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
