@@ -17,6 +17,12 @@ co-run group (and each stream of a two-stream plan) gets, so that a member's co-
 over its standalone latency is interference (plus, for larger groups, fewer threads), never
 a change of thread count or timing method between the two measurements.
 
+Machine load drifts (a shared CPU's other users come and go, and latencies of a few
+microseconds double with it), so during the co-run phase one signature is measured alone
+again after every ``restandalone_every`` groups, round robin, and the store combines a
+signature's measurements by their median: standalone and co-run samples then span the same
+period of load (0 turns this off).
+
 Budgets: ``budget_s`` of wall time in all (``standalone_share`` of it at most for standalone),
 and optional caps on the number of signatures and of groups.
 """
@@ -62,6 +68,7 @@ class ProfileConfig:
     target_repeat_s: float = 0.05
     corun_min_iters: int = 3
     corun_window_s: float = 0.03
+    restandalone_every: int = 4
     seed: int = 0
     quiet: bool = False
 
@@ -202,14 +209,11 @@ class Profiler:
                             len(batch) + len(skipped), len(todo))
                 break
             try:
-                median, spread, repeats = time_standalone(
-                    self._runner(sig), self._torch_device, cfg.warmup, cfg.min_repeats,
-                    cfg.max_repeats, cfg.target_repeat_s, standalone_threads(self.device, cfg.group_sizes))
+                batch.append(self._measure_alone(sig, features[sig]))
             except (UnsupportedOpError, ProfileError) as exc:
                 skipped.append(sig)
                 log.warning("skipping %s: %s", self._label(sig), exc)
                 continue
-            batch.append(StandaloneRecord(sig, features[sig], median, spread, repeats, self._label(sig)))
             if len(batch) >= 32:
                 store.add_standalone(self.device, batch)
                 batch = []
@@ -222,6 +226,9 @@ class Profiler:
             log.warning("co-run groups need at least 2 measured signatures, found %d", len(records))
             return
         done: list[CorunGroup] = []
+        again: list[StandaloneRecord] = []
+        order = sorted(records)
+        random.Random(cfg.seed + 1).shuffle(order)
         plan = plan_groups(records, self.device, cfg.group_sizes, cfg.seed)
         bar = tqdm(total=cfg.max_groups, desc="profile: co-run", unit="group", disable=cfg.quiet)
         for count, sigs in enumerate(plan):
@@ -230,11 +237,23 @@ class Profiler:
             group = self._measure_group(sigs, records)
             done.append(group)
             bar.update()
+            if cfg.restandalone_every > 0 and (count + 1) % cfg.restandalone_every == 0:
+                sig = order[(count // cfg.restandalone_every) % len(order)]
+                again.append(self._measure_alone(sig, records[sig].features))
             if len(done) >= 32:
                 store.add_groups(self.device, done)
-                done = []
+                store.add_standalone(self.device, again)
+                done, again = [], []
         bar.close()
         store.add_groups(self.device, done)
+        store.add_standalone(self.device, again)
+
+    def _measure_alone(self, sig: str, features: Mapping[str, float]) -> StandaloneRecord:
+        cfg = self.config
+        latency, spread, repeats = time_standalone(
+            self._runner(sig), self._torch_device, cfg.warmup, cfg.min_repeats,
+            cfg.max_repeats, cfg.target_repeat_s, standalone_threads(self.device, cfg.group_sizes))
+        return StandaloneRecord(sig, features, latency, spread, repeats, self._label(sig))
 
     def _measure_group(self, sigs: Sequence[str], records: Mapping[str, StandaloneRecord]) -> CorunGroup:
         runners = [self._runner(s) for s in sigs]

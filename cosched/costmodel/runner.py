@@ -9,9 +9,15 @@ Definitions (CPU; every time is wall time from ``perf_counter_ns``, in ms):
 
 - **execution latency**: the time of one call of a runner, measured on a worker thread of
   its own that called ``torch.set_num_threads(threads)`` and already ran the task once;
-- **co-run latency** of a member of a group of k: the median execution latency of that
+- **co-run latency** of a member of a group of k: the *mean* execution latency of that
   member over the executions that ran while all k members were looping their tasks
-  concurrently, released together by a barrier (:func:`loop_concurrent`);
+  concurrently, released together by a barrier (:func:`loop_concurrent`), i.e. the overlap
+  time it spent over the executions it completed: the reciprocal of its throughput, which is
+  what the simulator's progress rate needs. Not the median: tasks of a few microseconds are
+  bound by Python dispatch and take turns on the GIL, either in switch-interval slices (most
+  executions see no co-runner, a few wait milliseconds: the median shows no slowdown while
+  throughput fell k-fold) or op by op, and a shared machine flips between the two regimes;
+- **spread**: the interquartile range of the execution latencies;
 - **standalone latency**: the same with k = 1 (:func:`time_standalone`): same thread, same
   thread count, same per-execution definition, so co-run / standalone is the interference;
 - **makespan** of a group: the largest member co-run latency, i.e. the steady-state time for
@@ -98,7 +104,8 @@ class TaskRunner:
 def time_standalone(run: Callable[[], None], device: torch.device, warmup: int = 2,
                     min_repeats: int = 5, max_repeats: int = 50,
                     target_s: float = 0.05, threads: int = 1) -> tuple[float, float, int]:
-    """(median ms, interquartile spread ms, executions) of ``run`` alone on ``device``.
+    """(latency ms, interquartile spread ms, executions) of ``run`` alone on ``device``: the
+    mean execution latency on CPU (as the module doc defines), the median on CUDA.
 
     On CPU this is :func:`loop_concurrent` with one member: the same worker thread, thread
     count and per-execution timing as a co-run member, so a co-run latency divided by this
@@ -107,7 +114,7 @@ def time_standalone(run: Callable[[], None], device: torch.device, warmup: int =
     """
     if device.type != "cuda":
         samples = loop_concurrent([run], threads, min_repeats, target_s)[0]
-        return _summary(samples)
+        return statistics.fmean(samples), *_summary(samples)[1:]
     timer = _cuda_timer(device)
     for _ in range(warmup):
         timer(run)
@@ -206,7 +213,7 @@ def corun_cpu(runners: Sequence[Callable[[], None]], threads: int, min_iters: in
               window_s: float = 0.03) -> CorunMeasure:
     """Measure ``runners`` together with :func:`loop_concurrent` (see the module doc)."""
     samples = loop_concurrent(runners, threads, min_iters, window_s)
-    latencies = tuple(statistics.median(s) for s in samples)
+    latencies = tuple(statistics.fmean(s) for s in samples)
     return CorunMeasure(latencies, max(latencies))
 
 

@@ -5,10 +5,13 @@ Tables (every row carries the device ``fingerprint``; rows are never updated or 
 - ``devices(fingerprint, spec)``: the :class:`DeviceSpec` JSON of every device measured;
 - ``standalone(row_id, fingerprint, signature, features, median_ms, spread_ms, repeats,
   label, created)``: one measurement of one task signature alone; ``features`` is the JSON
-  of its task features, ``spread_ms`` the interquartile range of the repeats;
+  of its task features, ``median_ms`` its latency as :mod:`cosched.costmodel.runner`
+  defines it (on CPU the mean execution latency, despite the column's name), ``spread_ms``
+  the interquartile range of the executions;
 - ``corun(group_id, member, fingerprint, signature, latency_ms, threads, makespan_ms,
-  created)``: one row per member of a co-run group: its median latency while the others
-  ran, the threads it had (CPU), and the group's makespan.
+  created)``: one row per member of a co-run group: its co-run latency (same definition)
+  while the others ran, the threads it had (CPU), and the group's makespan (the largest
+  member latency).
 
 Profiling again appends; :meth:`ProfileStore.merge` copies another store's rows in (ids are
 unique, so merging twice adds nothing); :meth:`export_json` and :meth:`export_csv` write

@@ -19,7 +19,7 @@ from cosched.costmodel.store import ProfileStore, StandaloneRecord
 from cosched.errors import ProfileError
 
 TINY = ProfileConfig(budget_s=20, max_groups=4, warmup=1, min_repeats=2, max_repeats=3,
-                     corun_min_iters=1, corun_window_s=0.0, quiet=True)
+                     corun_min_iters=1, corun_window_s=0.0, restandalone_every=0, quiet=True)
 
 
 def test_runner_computes_the_task(make_mlp):
@@ -45,6 +45,17 @@ def test_profile_tiny_graph_measures_each_signature_once(make_mlp, device, tmp_p
         assert len(again.standalone) == 2 and len(again.groups) > len(data.groups)
         assert {s: r.repeats for s, r in again.standalone.items()} == {
             s: r.repeats for s, r in data.standalone.items()}
+
+
+def test_standalone_is_measured_again_between_groups(make_mlp, device, tmp_path):
+    graph = make_mlp((8, 16, 24))
+    config = ProfileConfig(**{**TINY.__dict__, "restandalone_every": 2, "max_groups": 8})
+    with ProfileStore(tmp_path / "p.sqlite") as store:
+        data = Profiler(device, config).profile([graph], store)
+        rows = store._rows("SELECT signature FROM standalone")
+    assert len(data.groups) == 8
+    assert len(rows) == 2 + 8 // 2  # 2 signatures, then one again after every 2nd group
+    assert {r[0] for r in rows} == set(data.standalone)
 
 
 def test_graph_without_tasks_is_named(make_mlp, device, tmp_path):
