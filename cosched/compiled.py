@@ -120,6 +120,24 @@ class CompiledPlan:
         self.run(inputs, profile=True)
         return self.executor.write_trace(path)
 
+    def write_profile(self, store: str | Path, inputs: Inputs | None = None, runs: int = 5) -> Any:
+        """Profile ``runs`` runs of the plan and append what they measured to the profile
+        store at ``store`` (see :mod:`cosched.costmodel.writeback`), so a cost model refit on
+        it learns from real plan executions. Returns the records written."""
+        from cosched.costmodel import DeviceSpec, ProfileStore
+        from cosched.costmodel.writeback import write_back
+        from cosched.ir import analyse
+
+        timings = []
+        for _ in range(runs):
+            self.run(inputs, profile=True)
+            timings.append(self.executor.last_timings)
+        threads = getattr(self.executor.backend, "threads_per_stream", 0)
+        per_stream = {s.id: threads for s in self.plan.streams}
+        device = DeviceSpec.detect(self.executor.device.type)
+        with ProfileStore(store) as opened:
+            return write_back(opened, device, analyse(self.graph), timings, per_stream)
+
     def timeline(self) -> list[dict[str, Any]]:
         """The predicted timeline: one row per task with tenant, stream and times in ms."""
         return plan_timeline(self.plan)

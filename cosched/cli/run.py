@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs first (default 2)")
     parser.add_argument("--compare", choices=("sequential",), help="also run sequential execution and compare")
     parser.add_argument("--trace", metavar="FILE.json", help="write a Chrome trace of one profiled run")
+    parser.add_argument("--write-profile", metavar="STORE.sqlite",
+                        help="profile 5 runs and append their task timings to this profile store "
+                             "(alone -> standalone records, mutually overlapping pairs -> co-run groups)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_main)
 
@@ -88,6 +91,10 @@ def _run(compiled: Any, args: argparse.Namespace) -> dict[str, Any]:
         report["saved_outputs"] = [str(p) for p in save_outputs(outputs, args.save_outputs)]
     if args.trace:
         report["trace"] = str(compiled.trace(args.trace, feed))
+    if args.write_profile:
+        written = compiled.write_profile(args.write_profile, feed)
+        report["profile_written"] = {"store": args.write_profile, "standalone": len(written.standalone),
+                                     "corun_groups": len(written.groups), "skipped": written.skipped}
     return report
 
 
@@ -111,6 +118,10 @@ def format_run(report: dict[str, Any]) -> str:
         lines.append(f"  {tenant} ({report['inputs'][tenant]} inputs): {shapes}")
     if report.get("saved_outputs"):
         lines.append("saved outputs: " + ", ".join(report["saved_outputs"]))
+    if report.get("profile_written"):
+        w = report["profile_written"]
+        lines.append(f"profile store {w['store']}: +{w['standalone']} standalone, +{w['corun_groups']} "
+                     f"co-run groups ({w['skipped']} task samples overlapped changing sets, left out)")
     if report.get("trace"):
         lines.append(f"trace: {report['trace']} (open in https://ui.perfetto.dev)")
     return "\n".join(lines)

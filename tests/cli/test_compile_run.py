@@ -143,3 +143,18 @@ def test_bad_inputs_are_one_line(plan_dir: Path, tmp_path: Path, capsys: pytest.
 def test_missing_model_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _error_line(capsys, ["compile", str(tmp_path / "absent.onnx"), "-o", str(tmp_path / "p"), *FAST])
     assert "absent.onnx" in err
+
+
+def test_run_writes_measured_timings_to_a_profile_store(
+    plan_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cosched.costmodel import ProfileStore
+
+    store = tmp_path / "profiles.sqlite"
+    assert main(["run", str(plan_dir), "--iters", "0", "--write-profile", str(store), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)["profile_written"]
+    assert written["standalone"] + written["corun_groups"] > 0
+    with ProfileStore(store) as opened:
+        (fingerprint,) = opened.fingerprints()
+        data = opened.load(fingerprint)
+    assert len(data.standalone) + len(data.groups) > 0
