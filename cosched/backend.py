@@ -15,7 +15,6 @@ implementations see.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,8 +23,11 @@ import torch
 from onnx import numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-from cosched.errors import CoschedError, InputError, RuntimeFailure, UnsupportedOpError
-from cosched.ops.registry import MAX_OPSET, OpContext, OpImpl, is_supported, lookup
+from cosched.errors import InputError, RuntimeFailure, UnsupportedOpError
+from cosched.ir.graph import Op, frozen_mapping
+from cosched.ir.onnx_io import attr_values
+from cosched.ops.registry import MAX_OPSET
+from cosched.runtime.kernels import Kernel, prepare_kernels
 
 __all__ = ["CoschedBackend", "CoschedRep", "prepare", "run_model", "run_node", "supports_device"]
 
@@ -33,20 +35,9 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 
 
 def attribute_values(node: onnx.NodeProto) -> dict[str, Any]:
-    """A node's attributes as plain Python values (strings decoded, tensors as numpy)."""
-    values: dict[str, Any] = {}
-    for attr in node.attribute:
-        value = onnx.helper.get_attribute_value(attr)
-        if attr.type == onnx.AttributeProto.STRING:
-            value = value.decode("utf-8")
-        elif attr.type == onnx.AttributeProto.STRINGS:
-            value = [v.decode("utf-8") for v in value]
-        elif attr.type == onnx.AttributeProto.TENSOR:
-            value = numpy_helper.to_array(value)
-        elif attr.type == onnx.AttributeProto.TENSORS:
-            value = [numpy_helper.to_array(v) for v in value]
-        values[attr.name] = value
-    return values
+    """A node's attributes as the plain Python values :class:`~cosched.ir.graph.Op` carries
+    (the importer's conversion, so both paths hand implementations the same values)."""
+    return attr_values(node, repr(node.name or node.op_type))
 
 
 def to_torch(array: Any, what: str) -> torch.Tensor:
@@ -67,44 +58,31 @@ def _opsets(model: onnx.ModelProto) -> dict[str, int]:
     return opsets
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One node bound to its implementation."""
-
-    fn: OpImpl
-    ctx: OpContext
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-def _plan(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> list[_Step]:
-    """Bind every node; raise one UnsupportedOpError naming every node that cannot run."""
-    missing: dict[str, list[str]] = {}
-    steps: list[_Step] = []
+def _kernels(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> list[Kernel]:
+    """Bind every node through the executors' kernel path: one UnsupportedOpError names every
+    node that cannot run. Nodes become :class:`Op` values of a tenant named after the graph."""
+    ops = []
     for i, node in enumerate(graph.node):
         domain = "" if node.domain in _ONNX_DOMAINS else node.domain
-        opset = opsets.get(domain)
-        label = node.name or f"#{i}"
-        if opset is None or not is_supported(node.op_type, opset, domain):
-            qualified = f"{domain}.{node.op_type}" if domain else node.op_type
-            missing.setdefault(f"{qualified} (opset {opset})", []).append(repr(label))
-            continue
-        ctx = OpContext(node.op_type, opset, attribute_values(node), len(node.output), label)
-        steps.append(
-            _Step(lookup(node.op_type, opset, domain), ctx, tuple(node.input), tuple(node.output))
-        )
-    if missing:
-        parts = [
-            f"{op}: nodes {', '.join(labels[:5])}"
-            + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
-            for op, labels in sorted(missing.items())
-        ]
-        count = sum(len(v) for v in missing.values())
-        raise UnsupportedOpError(
-            f"graph {graph.name!r}: {count} node(s) use ops cosched.ops does not support: "
-            + "; ".join(parts)
-        )
-    return steps
+        ops.append(Op(
+            name=node.name or f"#{i}", op_type=node.op_type, tenant=graph.name or "graph",
+            inputs=tuple(node.input), outputs=tuple(node.output),
+            attrs=frozen_mapping(attribute_values(node)), domain=domain,
+            opset=opsets.get(domain, 0),
+        ))
+    return prepare_kernels(ops)
+
+
+def _check_defined(graph: onnx.GraphProto, kernels: Sequence[Kernel], available: set[str]) -> None:
+    """Every node input must be a graph input, an initializer or an earlier node's output."""
+    for kernel in kernels:
+        for name in kernel.op.inputs:
+            if name and name not in available:
+                raise InputError(
+                    f"graph {graph.name!r}: node {kernel.op.name!r} ({kernel.op.op_type}) reads "
+                    f"{name!r}, which is neither a graph input, an initializer nor an earlier output"
+                )
+        available.update(n for n in kernel.op.outputs if n)
 
 
 class CoschedRep(BackendRep):
@@ -112,8 +90,9 @@ class CoschedRep(BackendRep):
 
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
-        self._steps = _plan(graph, _opsets(model))
+        self._kernels = _kernels(graph, _opsets(model))
         self._weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        _check_defined(graph, self._kernels, {i.name for i in graph.input} | set(self._weights))
         self.input_names = tuple(i.name for i in graph.input if i.name not in self._weights)
         self.output_names = tuple(o.name for o in graph.output)
         self._graph_name = graph.name
@@ -141,31 +120,9 @@ class CoschedRep(BackendRep):
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         env = self._environment(inputs)
-        for step in self._steps:
-            args = [_fetch(env, name, step) if name else None for name in step.inputs]
-            try:
-                result = step.fn(step.ctx, *args)
-            except CoschedError:
-                raise
-            except Exception as exc:
-                raise RuntimeFailure(
-                    f"node {step.ctx.name!r} ({step.ctx.op_type}, opset {step.ctx.opset}) "
-                    f"failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            outs = result if isinstance(result, tuple) else (result,)
-            for name, value in zip(step.outputs, outs, strict=False):
-                if name and value is not None:
-                    env[name] = value
+        for kernel in self._kernels:
+            kernel(env)
         return tuple(_fetch_output(env, name, self._graph_name) for name in self.output_names)
-
-
-def _fetch(env: Mapping[str, torch.Tensor], name: str, step: _Step) -> torch.Tensor:
-    if name not in env:
-        raise InputError(
-            f"node {step.ctx.name!r} ({step.ctx.op_type}): input tensor {name!r} is neither a "
-            "graph input, an initializer nor an earlier node's output"
-        )
-    return env[name]
 
 
 def _fetch_output(env: Mapping[str, torch.Tensor], name: str, graph: str) -> np.ndarray:
@@ -180,7 +137,7 @@ class CoschedBackend(Backend):
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
         try:
-            _plan(model.graph, _opsets(model))
+            _kernels(model.graph, _opsets(model))
         except UnsupportedOpError:
             return False
         return cls.supports_device(device)
@@ -209,9 +166,9 @@ class CoschedBackend(Backend):
         """Run one node at ``opset_version`` (default: the newest opset cosched claims)."""
         domain = "" if node.domain in _ONNX_DOMAINS else node.domain
         opset = int(kwargs.get("opset_version", MAX_OPSET))
-        (step,) = _plan(_single_node_graph(node), {domain: opset})
+        (kernel,) = _kernels(_single_node_graph(node), {domain: opset})
         args = [to_torch(v, n) if n else None for n, v in zip(node.input, inputs, strict=False)]
-        result = step.fn(step.ctx, *args)
+        result = kernel.fn(kernel.ctx, *args)
         outs = result if isinstance(result, tuple) else (result,)
         return tuple(o.detach().cpu().numpy() for o in outs if o is not None)
 

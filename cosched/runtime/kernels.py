@@ -41,7 +41,7 @@ class Kernel:
             ) from exc
         outs = result if isinstance(result, tuple) else (result,)
         for name, value in zip(self.op.outputs, outs, strict=False):
-            if name:
+            if name and value is not None:  # an optional output the op did not produce
                 env[name] = value
 
 
@@ -54,7 +54,7 @@ def check_supported(ops: Iterable[Op]) -> None:
     if missing:
         parts = []
         for (domain, op_type, opset), names in sorted(missing.items()):
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             qualified = f"{domain}.{op_type}" if domain else op_type
             parts.append(f"{qualified} (opset {opset}): {shown}")
         raise UnsupportedOpError(
