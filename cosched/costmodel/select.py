@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def model_cache_dir(device: DeviceSpec) -> Path:
-    """Where ``"auto"`` keeps the profile store and trained model of one device."""
-    return cache_root() / "models" / device.fingerprint
+    """Where ``"auto"`` keeps the profile store and trained model of one device. The folder
+    names the store and model schema versions, so a cosched that measures or models
+    differently starts a fresh store instead of mixing incompatible measurements."""
+    from cosched.costmodel import store, xgb
+
+    name = f"{device.fingerprint}-store{store.SCHEMA_VERSION}-model{xgb.SCHEMA_VERSION}"
+    return cache_root() / "models" / name
 
 
 def resolve_cost_model(
