@@ -92,7 +92,8 @@ class Bench:
 
 
 def prepare(mix: str, device: str = "cpu", *, trials: int = 40, cost_model: str = "auto",
-            seed: int = 0, study: str | None = None, progress: bool = False) -> Bench:
+            seed: int = 0, study: str | None = None, interference_threshold: float = 1.10,
+            progress: bool = False) -> Bench:
     """Export and compile ``mix`` for ``device`` and build every runner over the same inputs.
 
     Sets the calling thread's torch intra-op threads to every available core, so sequential
@@ -112,7 +113,7 @@ def prepare(mix: str, device: str = "cpu", *, trials: int = 40, cost_model: str 
     paths = dict(zip(chosen.models, chosen.export(), strict=True))
     compiled = cosched.compile(list(paths.values()), names=list(paths), device=device,
                                cost_model=cost_model, trials=trials, seed=seed, study=study,
-                               progress=progress)
+                               interference_threshold=interference_threshold, progress=progress)
     feeds = chosen.inputs()
     runners = {r.name: r for r in _cosched_runners(compiled, feeds)}
     skipped: dict[str, str] = {}
@@ -297,6 +298,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=int, default=40, help="search trials (default 40)")
     parser.add_argument("--cost-model", default="auto", metavar="auto|roofline|DIR")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interference-threshold", type=float, default=1.10, metavar="X",
+                        help="largest predicted slowdown allowed between overlapping tasks "
+                             "(default 1.10; inf: no interference constraint)")
     parser.add_argument("--write", metavar="FILE", help="update this mix's section of FILE (BENCHMARKS.md)")
     parser.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -319,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "MALLOC_TOP_PAD_" not in os.environ and argv is None:
         _reexec_with_malloc_pad()
     bench = prepare(args.mix, args.device, trials=args.trials, cost_model=args.cost_model,
-                    seed=args.seed, progress=not args.quiet)
+                    seed=args.seed, interference_threshold=args.interference_threshold,
+                    progress=not args.quiet)
     try:
         result = measure(bench, iters=args.iters, warmup=args.warmup)
     finally:

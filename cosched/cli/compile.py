@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--objective", choices=("makespan", "pareto"), default="makespan",
                         help="makespan (default), or pareto: makespan against the SLOs (NSGA-II)")
     parser.add_argument("--max-streams", type=int, default=4, metavar="N", help="most streams (default 4)")
+    parser.add_argument("--interference-threshold", type=float, default=1.10, metavar="X",
+                        help="largest predicted slowdown two overlapping tasks may inflict on each "
+                             "other (default 1.10); inf lifts the constraint (throughput first)")
     parser.add_argument("--best-effort", action="store_true",
                         help="keep the best plan found even when an SLO cannot be met")
     parser.add_argument("--measure", action="store_true",
@@ -81,6 +84,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--trials must be >= 0, got {args.trials}")
     if args.time_budget is not None and args.time_budget <= 0:
         raise ConfigError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    if not args.interference_threshold >= 1.0:
+        raise ConfigError(f"--interference-threshold must be >= 1.0, got {args.interference_threshold}")
     if args.max_streams < 1:
         raise ConfigError(f"--max-streams must be >= 1, got {args.max_streams}")
     if args.profile_budget < 0:
@@ -105,6 +110,7 @@ def _main(args: argparse.Namespace) -> int:
         args.models, device=args.device, **model_options, cost_model=args.cost_model,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, slo_ms=slos,
         objective=args.objective, max_streams=args.max_streams, best_effort=args.best_effort,
+        interference_threshold=args.interference_threshold,
         study=args.study, profile_budget_s=args.profile_budget, measure=args.measure,
         progress=not args.quiet,
     )
