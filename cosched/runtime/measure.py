@@ -1,6 +1,6 @@
 """Side-by-side timing: runners measured in one process, interleaved, on the same inputs.
 
-Interleaving (A, B, C, A, B, C, ...) rather than batching (A x n, then B x n) exposes every
+Interleaving (A, B, C, B, C, A, ...) rather than batching (A x n, then B x n) exposes every
 runner to the same machine state (clock boosts, other load), so their ratio is fair even on
 a noisy machine. Times are wall-clock milliseconds; the caller synchronises devices inside
 its runner.
@@ -46,15 +46,20 @@ class Timing:
 def measure_interleaved(
     runners: Mapping[str, Callable[[], object]], iters: int = 20, warmup: int = 3
 ) -> dict[str, Timing]:
-    """Run every runner ``warmup`` times, then ``iters`` rounds of one call each, in turn."""
+    """Run every runner ``warmup`` times, then ``iters`` rounds of one call each, in turn;
+    each round starts one runner later than the last."""
     if iters < 1 or warmup < 0:
         raise ConfigError(f"iters must be >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
     for _ in range(warmup):
         for run in runners.values():
             run()
     samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(iters):
-        for name, run in runners.items():
+    order = list(runners.items())
+    for round_ in range(iters):
+        # rotate who goes first: the runner after another pays for what that one left behind
+        # (warm thread pools spinning, evicted caches), so no runner always follows the same one
+        shift = round_ % len(order)
+        for name, run in order[shift:] + order[:shift]:
             start = time.perf_counter_ns()
             run()
             samples[name].append((time.perf_counter_ns() - start) / 1e6)
@@ -62,7 +67,7 @@ def measure_interleaved(
 
 
 def schedule_timer(
-    graph: Graph, device: Any, inputs: Mapping[str, Mapping[str, Any]], iters: int = 5, warmup: int = 2
+    graph: Graph, device: Any, inputs: Mapping[str, Mapping[str, Any]], iters: int = 10, warmup: int = 3
 ) -> Callable[[Sequence[Schedule]], list[float]]:
     """A ``measure`` callable for :func:`cosched.search.optimize`: lowers each schedule to a
     plan, runs them all interleaved on ``inputs`` and returns their median ms."""
