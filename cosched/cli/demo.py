@@ -130,8 +130,9 @@ def format_table(result: dict[str, Any]) -> str:
                  f"{result['speedup_vs_sequential']:11.2f}x")
     lines.append(f"  max abs diff, plan vs sequential outputs: {result['max_abs_diff']:.3g}")
     if result["streams"] == 1:
-        lines.append("  (no concurrent schedule was predicted faster than one stream on this device, "
-                     "so the plan runs the tenants' tasks on one stream)")
+        lines.append("  (the best candidates and sequential execution were run on this device and "
+                     "one stream measured fastest, so the plan runs the tenants' tasks on one "
+                     "stream; see BENCHMARKS.md for where concurrency pays)")
     lines += [
         "",
         f"plan:  {result['plan_dir']}   (cosched run {result['plan_dir']} --compare sequential)",
