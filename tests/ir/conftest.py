@@ -24,5 +24,6 @@ def save(tmp_path: Path) -> Callable[[onnx.ModelProto, str], Path]:
 @pytest.fixture(scope="session")
 def zoo_export() -> Callable[..., Path]:
     """``cosched.zoo.export`` through the shared on-disk cache (exports once per machine)."""
-    zoo = pytest.importorskip("cosched.zoo")
-    return zoo.export  # type: ignore[no-any-return]
+    from cosched import zoo
+
+    return zoo.export

@@ -195,11 +195,7 @@ def test_many_ops_fuse_in_near_linear_time() -> None:
 @pytest.mark.parametrize("legacy", [False, True], ids=["dynamo", "legacy"])
 def test_every_tiny_zoo_model_fuses(legacy: bool) -> None:
     from cosched import zoo
-
-    # The ONNX importer lands separately; until it does this test reports itself skipped.
-    load_models = getattr(pytest.importorskip("cosched.ir"), "load_models", None)
-    if load_models is None:
-        pytest.skip("cosched.ir.load_models (the ONNX importer) is not available yet")
+    from cosched.ir import load_models
 
     paths = [zoo.export(name, size="tiny", legacy=legacy) for name in zoo.names()]
     graph = fuse(analyse(load_models(paths)))
