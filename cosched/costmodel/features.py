@@ -44,8 +44,7 @@ from typing import Any
 import numpy as np
 
 from cosched.costmodel.device import DeviceSpec
-from cosched.costmodel.roofline import Demand, corun_slowdown, demand
-from cosched.errors import CostModelError
+from cosched.costmodel.roofline import Demand, corun_slowdown, demand, require_costs
 from cosched.ir.graph import Graph, Op, Task
 
 __all__ = [
@@ -137,13 +136,7 @@ def _log(x: float) -> float:
 
 def task_features(graph: Graph, task: Task) -> dict[str, float]:
     """The :data:`TASK_FEATURES` of ``task`` (its ops must carry analysed costs)."""
-    ops = graph.task_ops(task)
-    missing = [op.name for op in ops if op.cost is None]
-    if missing:
-        raise CostModelError(
-            f"task {task.id} ({task.name or task.tenant}): op {missing[0]!r} has no analysed cost; "
-            "run cosched.ir.analysis.analyse(graph) before featurising"
-        )
+    ops = require_costs(graph, task)
     feats = dict.fromkeys(TASK_FEATURES, 0.0)
     feats["n_ops"] = float(len(ops))
     for op in ops:

@@ -29,7 +29,7 @@ import numpy as np
 from cosched.costmodel.base import CostModel
 from cosched.costmodel.device import DeviceSpec
 from cosched.errors import CostModelError, DeviceError
-from cosched.ir.graph import Graph, Task
+from cosched.ir.graph import Graph, Op, Task
 
 __all__ = ["Demand", "RooflineModel", "corun_slowdown", "demand"]
 
@@ -73,7 +73,8 @@ def corun_slowdown(task: Demand, co_runners: Sequence[Demand]) -> float:
     return max(1.0, (shared + task.overhead_s) / task.time_s)
 
 
-def task_demand(graph: Graph, task: Task, device: DeviceSpec) -> Demand:
+def require_costs(graph: Graph, task: Task) -> tuple[Op, ...]:
+    """The task's ops; :class:`CostModelError` if one has no analysed cost."""
     ops = graph.task_ops(task)
     missing = [op.name for op in ops if op.cost is None]
     if missing:
@@ -81,6 +82,11 @@ def task_demand(graph: Graph, task: Task, device: DeviceSpec) -> Demand:
             f"task {task.id} ({task.name or task.tenant}): op {missing[0]!r} has no analysed cost; "
             "run cosched.ir.analysis.analyse(graph) before asking a cost model"
         )
+    return ops
+
+
+def task_demand(graph: Graph, task: Task, device: DeviceSpec) -> Demand:
+    ops = require_costs(graph, task)
     cost = graph.task_cost(task)
     return demand(cost.flops, cost.bytes, len(ops), device)
 
