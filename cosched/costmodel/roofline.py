@@ -31,7 +31,7 @@ from cosched.costmodel.device import DeviceSpec
 from cosched.errors import CostModelError, DeviceError
 from cosched.ir.graph import Graph, Op, Task
 
-__all__ = ["Demand", "RooflineModel", "corun_slowdown", "demand"]
+__all__ = ["Demand", "RooflineModel", "corun_slowdown", "demand", "require_costs"]
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "roofline.json"
