@@ -51,7 +51,10 @@ class CompiledPlan:
     @property
     def sequential(self) -> SequentialExecutor:
         if self._sequential is None:
-            self._sequential = SequentialExecutor(self.graph, self.executor.device.type)
+            # the baseline runs tasks as the plan's executor does (traced or op by op), so
+            # the plan's speedup over it is the schedule's alone
+            self._sequential = SequentialExecutor(self.graph, self.executor.device.type,
+                                                  trace_tasks=self.executor.trace_tasks)
         return self._sequential
 
     def inputs(self, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:

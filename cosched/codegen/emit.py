@@ -4,7 +4,10 @@ Every stream becomes a function with one line per op launch, event record, event
 buffer free, each commented with its tenant and op. ``run(graph, inputs, device)`` runs the
 stream functions in one thread each; on CUDA each thread issues under its own
 ``torch.cuda.Stream``, and events pair a host flag (so a wait is issued after its record)
-with a CUDA event. The module needs torch and cosched's op kernels, nothing else.
+with a CUDA event. The module needs torch and cosched's op kernels, nothing else. It runs
+every op through its kernel, one Python call per op, even where the executor runs a task as
+one traced call (:mod:`cosched.runtime.traced`): it is the plan spelled out to be read and
+stepped through, not the fastest way to run it.
 :func:`load_module` compiles the source and registers it with ``linecache`` so tracebacks
 point into the generated lines.
 """

@@ -2,10 +2,12 @@
 
 :meth:`DeviceSpec.detect` identifies a device (``"cpu"``, ``"cuda"`` or ``"cuda:i"``), then
 measures three ceilings: the FLOP/s of a large float32 matmul, the bandwidth of a large copy
-(bytes read plus bytes written per second) and the per-op overhead: a tiny op issued
-through cosched's own dispatch path (registry implementation, environment reads and
-writes), which is what every op of a plan pays on top of its arithmetic. Measurements are cached as JSON per fingerprint, so a device is
-measured once per machine, torch version and thread count.
+(bytes read plus bytes written per second) and the per-op overhead, which every op of a plan
+pays on top of its arithmetic: a tiny op issued the way the runtime issues ops on that
+device. On CPU that is inside a traced task (:mod:`cosched.runtime.traced`: TorchScript's
+interpreter), on CUDA cosched's own dispatch path (registry implementation, environment reads
+and writes). Measurements are cached as JSON per fingerprint, so a device is measured once
+per machine, torch version and thread count.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ __all__ = ["DeviceSpec", "default_cache_dir", "parse_device"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the CPU per-op overhead is measured inside a traced task
 
 DeviceKind = Literal["cpu", "cuda"]
 
@@ -207,8 +210,37 @@ def _measure_cpu(index: int) -> tuple[float, float, float]:
     src = torch.randn(16 * 1024 * 1024)  # 64 MiB
     dst = torch.empty_like(src)
     copy_s = _best_seconds(lambda: dst.copy_(src), 5, lambda: None)
-    overhead = _dispatch_overhead(torch.ones(1), lambda: None)
+    overhead = _traced_overhead(torch.ones(1))
     return 2.0 * n**3 / matmul_s, 2.0 * src.nbytes / copy_s, overhead
+
+
+def _traced_overhead(tiny: torch.Tensor, ops: int = 200) -> float:
+    """Seconds per tiny op inside a traced task of ``ops`` registry Adds (median of 15 runs),
+    or through the dispatch path where this torch cannot trace."""
+    from cosched.ops.registry import OpContext, lookup
+
+    add = lookup("Add", 14)
+    ctx = OpContext("Add", 14)
+
+    def chain(x: torch.Tensor) -> torch.Tensor:
+        for _ in range(ops):
+            x = add(ctx, x, tiny)
+        return x
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(chain, (tiny,), check_trace=False)
+            for _ in range(3):
+                traced(tiny)
+    except Exception:  # no TorchScript here: the runtime runs ops one by one, so measure that
+        return _dispatch_overhead(tiny, lambda: None, ops)
+    runs = []
+    for _ in range(15):
+        start = time.perf_counter_ns()
+        traced(tiny)
+        runs.append((time.perf_counter_ns() - start) / ops)
+    return statistics.median(runs) * 1e-9
 
 
 def _dispatch_overhead(tiny: torch.Tensor, sync: Callable[[], None], ops: int = 200) -> float:

@@ -3,7 +3,9 @@
 A :class:`TaskRunner` binds a task's ops to their :mod:`cosched.ops` implementations and
 holds the task's external inputs: weights and folded constants by value, every other input
 random of the right shape and dtype (integer and boolean inputs are zeros, which is a valid
-index for any gather). Calling it runs the ops back to back, as a stream would.
+index for any gather). Calling it runs the task as the runtime's executor does: on CPU as
+one traced TorchScript call (:mod:`cosched.runtime.traced`) where the task can be traced,
+else its ops back to back.
 
 Definitions (CPU; every time is wall time from ``perf_counter_ns``, in ms):
 
@@ -44,60 +46,61 @@ import torch
 
 from cosched.errors import CoschedError, ProfileError, UnsupportedOpError
 from cosched.ir.graph import Graph, Task
-from cosched.ops.registry import OpContext, OpImpl, is_supported, lookup
+from cosched.ops.registry import is_supported
+from cosched.runtime.kernels import prepare_kernels
+from cosched.runtime.traced import example_inputs, trace_task
 
 __all__ = ["CorunMeasure", "TaskRunner", "corun_cpu", "corun_cuda", "loop_concurrent", "time_standalone"]
 
 
 class TaskRunner:
-    """A task's ops bound to implementations, with its inputs ready on ``device``."""
+    """A task's ops bound to implementations, with its inputs ready on ``device``.
+
+    With ``trace`` (the default on CPU) the task runs as one TorchScript call when
+    :mod:`cosched.runtime.traced` can trace it, as the CPU executor runs it; ``traced`` says
+    whether it does.
+    """
 
     def __init__(self, graph: Graph, task: Task, device: torch.device,
-                 weights: Mapping[str, np.ndarray], seed: int = 0) -> None:
+                 weights: Mapping[str, np.ndarray], seed: int = 0, trace: bool | None = None) -> None:
         self.label = f"task {task.id} ({task.name or task.tenant})"
         ops = graph.task_ops(task)
         missing = sorted({f"{op.op_type} (opset {op.opset})" for op in ops
                           if not is_supported(op.op_type, op.opset, op.domain)})
         if missing:
             raise UnsupportedOpError(f"{self.label} cannot be profiled: unsupported {', '.join(missing)}")
-        self._kernels: list[tuple[tuple[str, ...], tuple[str, ...], OpImpl, OpContext]] = [
-            (op.inputs, op.outputs, lookup(op.op_type, op.opset, op.domain),
-             OpContext(op.op_type, op.opset, op.attrs, len(op.outputs), op.name))
-            for op in ops
-        ]
-        generator = torch.Generator().manual_seed(seed)
-        self._inputs = {name: self._value(graph, name, weights, generator).to(device)
-                        for name in graph.task_inputs(task)}
+        self._kernels = prepare_kernels(ops)
+        reads = graph.task_inputs(task)
+        fixed = {n: self._fixed(graph, n, weights).to(device) for n in reads
+                 if n in graph.constants or graph.tensor(n).kind == "weight"}
+        activations = [n for n in reads if n not in fixed]
+        self._inputs = {**fixed, **example_inputs(graph, activations, {}, device, 2 * seed)}
+        self._program: Callable[[dict[str, torch.Tensor]], None] = self._eager
+        self.traced = False
+        if trace if trace is not None else device.type == "cpu":
+            draws = [self._inputs, example_inputs(graph, activations, {}, device, 2 * seed + 1)]
+            traced, _why = trace_task(self._kernels, activations, graph.task_outputs(task), draws, fixed)
+            if traced is not None:
+                self._program, self.traced = traced, True
 
-    def _value(self, graph: Graph, name: str, weights: Mapping[str, np.ndarray],
-               generator: torch.Generator) -> torch.Tensor:
-        info = graph.tensor(name)
+    def _fixed(self, graph: Graph, name: str, weights: Mapping[str, np.ndarray]) -> torch.Tensor:
         if name in graph.constants:
             return torch.from_numpy(np.array(graph.constants[name], copy=True))
-        if info.kind == "weight":
-            if name not in weights:
-                raise ProfileError(f"{self.label}: weight {name!r} was not read from its model")
-            return torch.from_numpy(np.array(weights[name], copy=True))
-        dtype = np.dtype(info.dtype)
-        if dtype.kind == "f":
-            return torch.randn(info.shape, generator=generator).to(getattr(torch, dtype.name))
-        return torch.from_numpy(np.zeros(info.shape, dtype=dtype))
+        if name not in weights:
+            raise ProfileError(f"{self.label}: weight {name!r} was not read from its model")
+        return torch.from_numpy(np.array(weights[name], copy=True))
+
+    def _eager(self, env: dict[str, torch.Tensor]) -> None:
+        for kernel in self._kernels:
+            kernel(env)
 
     def __call__(self) -> None:
-        env = dict(self._inputs)
-        for inputs, outputs, fn, ctx in self._kernels:
-            try:
-                result = fn(ctx, *(env[n] if n else None for n in inputs))
-            except CoschedError:
-                raise
-            except Exception as exc:
-                raise ProfileError(
-                    f"{self.label}: op {ctx.name!r} ({ctx.op_type}) failed on profiling inputs: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            for name, value in zip(outputs, result if isinstance(result, tuple) else (result,), strict=False):
-                if name:
-                    env[name] = value
+        try:
+            self._program(dict(self._inputs))
+        except CoschedError as exc:
+            raise ProfileError(f"{self.label} failed on profiling inputs: {exc}") from exc
+        except Exception as exc:
+            raise ProfileError(f"{self.label} failed on profiling inputs: {type(exc).__name__}: {exc}") from exc
 
 
 # ----------------------------------------------------------------- standalone

@@ -36,9 +36,11 @@ from cosched.errors import CoschedError, ProfileError
 
 __all__ = ["CorunGroup", "ProfileData", "ProfileStore", "StandaloneRecord"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # 2: standalone and co-run latencies share one definition (cosched.costmodel.runner); stores
 # of version 1 measured standalone with all cores on the calling thread and are not comparable.
+# 3: CPU tasks are measured traced (cosched.runtime.traced), as the executor now runs them;
+# version 2 measured them op by op, paying Python dispatch and the GIL per op.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -26,6 +26,7 @@ from cosched.ir.graph import Graph
 from cosched.runtime.bindings import bind_inputs, collect_outputs
 from cosched.runtime.kernels import Kernel, load_constants, prepare_kernels
 from cosched.runtime.trace import TaskTiming, write_trace
+from cosched.runtime.traced import TaskTracer, TracedTask
 
 __all__ = ["Backend", "Executor", "ProfileHook", "TaskProgram", "build_programs"]
 
@@ -35,7 +36,8 @@ ProfileHook = Callable[[Sequence[TaskTiming], Plan], None]
 
 @dataclass(frozen=True)
 class TaskProgram:
-    """One task ready to run: its kernels in order, and the tensors dead after it."""
+    """One task ready to run: its kernels in order (or their trace, see
+    :mod:`cosched.runtime.traced`), and the tensors dead after it."""
 
     id: int
     name: str
@@ -43,6 +45,7 @@ class TaskProgram:
     stream: int
     kernels: tuple[Kernel, ...]
     frees: tuple[str, ...]
+    traced: TracedTask | None = None
 
     @property
     def label(self) -> str:
@@ -50,8 +53,11 @@ class TaskProgram:
 
     def __call__(self, env: MutableMapping[str, torch.Tensor]) -> None:
         try:
-            for kernel in self.kernels:
-                kernel(env)
+            if self.traced is not None:
+                self.traced(env)
+            else:
+                for kernel in self.kernels:
+                    kernel(env)
         except CoschedError as exc:
             raise RuntimeFailure(f"{self.label} on stream {self.stream} failed: {exc}") from exc
         except Exception as exc:
@@ -60,19 +66,24 @@ class TaskProgram:
             ) from exc
 
 
-def build_programs(plan: Plan, graph: Graph) -> dict[int, TaskProgram]:
-    """Resolve every op once; one :class:`TaskProgram` per task id."""
+def build_programs(plan: Plan, graph: Graph, tracer: TaskTracer | None = None,
+                   values: Mapping[str, torch.Tensor] | None = None) -> dict[int, TaskProgram]:
+    """Resolve every op once; one :class:`TaskProgram` per task id. With ``tracer`` (and
+    ``values``, the graph's weights and constants on the device), each task that can be
+    traced runs as one call."""
     kernels = {k.op.name: k for k in prepare_kernels(graph.ops)}
     stream_of = plan.stream_of_task()
     frees: dict[int, list[str]] = {}
     for b in plan.buffers:
         if b.free_after is not None:
             frees.setdefault(b.free_after, []).append(b.tensor)
-    return {
-        t.id: TaskProgram(t.id, t.name or t.ops[0], t.tenant, stream_of[t.id],
-                          tuple(kernels[name] for name in t.ops), tuple(frees.get(t.id, ())))
-        for t in plan.tasks
-    }
+    programs = {}
+    for t in plan.tasks:
+        ks = tuple(kernels[name] for name in t.ops)
+        traced = tracer.trace(graph, graph.task(t.id), ks, values or {}) if tracer is not None else None
+        programs[t.id] = TaskProgram(t.id, t.name or t.ops[0], t.tenant, stream_of[t.id], ks,
+                                     tuple(frees.get(t.id, ())), traced)
+    return programs
 
 
 class Backend(ABC):
@@ -101,7 +112,10 @@ class Executor:
     ``"auto"`` (the plan's device kind), ``"cpu"`` or ``"cuda"``. CPU options:
     ``threads_per_stream`` (default ``max(1, cores // streams)``), ``wait_timeout_s`` and a
     test hook ``delay(task_id) -> seconds`` slept before each task. CUDA option:
-    ``cuda_graph`` captures the whole plan once and replays it. ``on_profile`` receives
+    ``cuda_graph`` captures the whole plan once and replays it. ``trace_tasks`` runs each
+    task as one TorchScript call where it can be traced (:mod:`cosched.runtime.traced`;
+    default: on CPU, where op-by-op dispatch makes worker threads take turns on the GIL, and
+    off on CUDA); ``tracer`` then says how many tasks were traced. ``on_profile`` receives
     the timings of every profiled run.
     """
 
@@ -115,6 +129,7 @@ class Executor:
         wait_timeout_s: float = 300.0,
         delay: Callable[[int], float] | None = None,
         cuda_graph: bool = False,
+        trace_tasks: bool | None = None,
         on_profile: ProfileHook | None = None,
     ) -> None:
         self.plan = plan
@@ -128,23 +143,27 @@ class Executor:
             )
         self.on_profile = on_profile
         self.last_timings: tuple[TaskTiming, ...] = ()
-        programs = build_programs(plan, self.graph)
+        if kind == "cpu":
+            self.device = torch.device("cpu")
+        elif kind == "cuda":
+            self.device = torch.device("cuda", int(plan.device.get("index", 0)))
+        else:
+            raise ConfigError(f"backend {backend!r} is not one of 'auto', 'cpu', 'cuda'")
+        self.constants = load_constants(self.graph, self.device)
+        self.trace_tasks = kind == "cpu" if trace_tasks is None else trace_tasks
+        self.tracer = TaskTracer(self.device) if self.trace_tasks else None
+        programs = build_programs(plan, self.graph, self.tracer, self.constants)
         if kind == "cpu":
             from cosched.runtime.cpu import CpuBackend
 
-            self.device = torch.device("cpu")
             self.backend: Backend = CpuBackend(
                 plan, programs, threads_per_stream=threads_per_stream or default_threads(len(plan.streams)),
                 wait_timeout_s=wait_timeout_s, delay=delay,
             )
-        elif kind == "cuda":
+        else:
             from cosched.runtime.cuda import CudaBackend
 
-            self.device = torch.device("cuda", int(plan.device.get("index", 0)))
             self.backend = CudaBackend(plan, programs, self.device, cuda_graph=cuda_graph)
-        else:
-            raise ConfigError(f"backend {backend!r} is not one of 'auto', 'cpu', 'cuda'")
-        self.constants = load_constants(self.graph, self.device)
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]], *, profile: bool = False
             ) -> dict[str, dict[str, np.ndarray]]:

@@ -1,58 +1,90 @@
 """Sequential execution: every op of every tenant, one after another, in graph order.
 
-This is the reference every concurrent plan is checked against, and the "sequential"
-baseline that plans are measured against.
+This is the reference every concurrent plan is checked against (op by op, no tracing), and
+with ``trace_tasks`` the "sequential" baseline that plans are measured against: then the
+graph's tasks run one after another in task order, each as one TorchScript call where it can
+be traced (:mod:`cosched.runtime.traced`), as the plan's executor runs them, so that a plan's
+speedup over it comes from scheduling alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from cosched.ir.graph import Graph
+from cosched.errors import ConfigError
+from cosched.ir.graph import Graph, Op
 from cosched.runtime.bindings import bind_inputs, collect_outputs
-from cosched.runtime.kernels import load_constants, prepare_kernels
+from cosched.runtime.kernels import Kernel, load_constants, prepare_kernels
+from cosched.runtime.traced import TaskTracer
 
 __all__ = ["SequentialExecutor"]
 
 
 class SequentialExecutor:
-    """Runs a merged graph op by op. Weights are loaded once, at construction.
+    """Runs a merged graph op by op (or task by task, traced, with ``trace_tasks``; the graph
+    must then be fused into tasks). Weights are loaded once, at construction.
 
     ``run`` takes inputs keyed by tenant, then by the model's own input names, and returns
     outputs keyed the same way. Intermediate tensors are freed after their last use.
     """
 
-    def __init__(self, graph: Graph, device: str = "cpu") -> None:
+    def __init__(self, graph: Graph, device: str = "cpu", *, trace_tasks: bool = False) -> None:
         self.graph = graph
         self.device = torch.device(device)
         self.kernels = prepare_kernels(graph.ops)
         self.constants = load_constants(graph, self.device)
         self._last_use = _last_uses(graph)
+        self.tracer: TaskTracer | None = None
+        self._steps: list[Callable[[dict[str, torch.Tensor]], None]] | None = None  # None: op by op
+        if trace_tasks:
+            if not graph.tasks:
+                raise ConfigError("trace_tasks needs a graph fused into tasks; run cosched.ir.fusion.fuse first")
+            self.tracer = TaskTracer(self.device)
+            by_name = {k.op.name: k for k in self.kernels}
+            self._steps = []
+            for task in graph.tasks:
+                kernels = [by_name[name] for name in task.ops]
+                traced = self.tracer.trace(graph, task, kernels, self.constants)
+                self._steps.append(traced if traced is not None else _Ops(kernels))
+            self._last_use = _last_uses(graph, [[graph.op(n) for n in t.ops] for t in graph.tasks])
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
         env: dict[str, torch.Tensor] = dict(self.constants)
         env.update(bind_inputs(self.graph, inputs, self.device))
         keep = set(self.constants) | {n for t in self.graph.tenants for _, n in t.outputs}
         with torch.inference_mode():
-            for index, kernel in enumerate(self.kernels):
-                kernel(env)
+            for index, step in enumerate(self._steps if self._steps is not None else self.kernels):
+                step(env)
                 for name in self._last_use.get(index, ()):
                     if name not in keep:
                         env.pop(name, None)
         return collect_outputs(self.graph, env)
 
 
-def _last_uses(graph: Graph) -> dict[int, list[str]]:
-    """For each op index, the tensors whose last reader is that op."""
+class _Ops:
+    """A task left op by op: its kernels in order."""
+
+    def __init__(self, kernels: list[Kernel]) -> None:
+        self.kernels = kernels
+
+    def __call__(self, env: dict[str, torch.Tensor]) -> None:
+        for kernel in self.kernels:
+            kernel(env)
+
+
+def _last_uses(graph: Graph, steps: list[list[Op]] | None = None) -> dict[int, list[str]]:
+    """For each step index (an op, or a list of ops in ``steps``), the tensors whose last
+    reader is that step."""
     last: dict[str, int] = {}
-    for index, op in enumerate(graph.ops):
-        for name in op.inputs:
-            if name:
-                last[name] = index
+    for index, ops in enumerate(steps if steps is not None else [[op] for op in graph.ops]):
+        for op in ops:
+            for name in op.inputs:
+                if name:
+                    last[name] = index
     by_index: dict[int, list[str]] = {}
     for name, index in last.items():
         by_index.setdefault(index, []).append(name)
