@@ -4,10 +4,11 @@ Standalone: each signature is measured once (identical layers share one), in a s
 order so that a run cut short by its budget still covers every model and size.
 
 Co-run groups of k = 2..4 tasks are *stratified*: signatures are put in strata by bound
-(compute-bound or memory-bound by their roofline shares) and size (latency tertile), and
-groups cycle through every multiset of strata for each k before starting again, so that
-compute x memory mixes and small x large pairings are all covered; a member is drawn at random
-inside its stratum. On CPU each member runs on its own thread with
+(compute-bound or memory-bound by their roofline shares) and size (latency tertile); the
+sizes take turns (so each k gets as many groups, although there are 21 multisets of strata
+for k = 2 and 126 for k = 4), and each k cycles through every multiset of strata before
+starting again, so that compute x memory mixes and small x large pairings are all covered;
+a member is drawn at random inside its stratum. On CPU each member runs on its own thread with
 ``device.threads_per_member(k)`` threads; on CUDA on its own stream.
 
 Standalone and co-run latencies follow the definitions of :mod:`cosched.costmodel.runner`:
@@ -22,6 +23,12 @@ microseconds double with it), so during the co-run phase one signature is measur
 again after every ``restandalone_every`` groups, round robin, and the store combines a
 signature's measurements by their median: standalone and co-run samples then span the same
 period of load (0 turns this off).
+
+Windows: a co-run group is measured over ``corun_window_s``, or ``oversubscribed_window_s``
+when its members' threads outnumber the cores. Then the OS scheduler decides which member
+shares a core with which, and that changes within a window: a 3-group of 2-core members
+varied up to 2x from one 0.15 s window to the next (mean deviation from the median 0.18),
+and 0.05-0.12 over 0.6 s windows.
 
 Budgets: ``budget_s`` of wall time in all (``standalone_share`` of it at most for standalone),
 and optional caps on the number of signatures and of groups.
@@ -65,9 +72,10 @@ class ProfileConfig:
     warmup: int = 2
     min_repeats: int = 5
     max_repeats: int = 50
-    target_repeat_s: float = 0.05
+    target_repeat_s: float = 0.1
     corun_min_iters: int = 3
-    corun_window_s: float = 0.03
+    corun_window_s: float = 0.15
+    oversubscribed_window_s: float = 0.5
     restandalone_every: int = 4
     seed: int = 0
     quiet: bool = False
@@ -102,14 +110,18 @@ def plan_groups(records: Mapping[str, StandaloneRecord], device: DeviceSpec,
     sizes = [k for k in sizes if k <= len(records)]
     if not keys or not sizes:
         return
+    cycles = {k: _shuffled_cycle(list(itertools.combinations_with_replacement(keys, k)), rng) for k in sizes}
     while True:
-        combos = {k: list(itertools.combinations_with_replacement(keys, k)) for k in sizes}
-        for c in combos.values():
-            rng.shuffle(c)
-        for round_ in itertools.zip_longest(*combos.values()):
-            for combo in round_:
-                if combo is not None:
-                    yield _draw(combo, by_stratum, rng)
+        for k in sizes:  # one group of each size in turn: every size gets as many groups
+            yield _draw(next(cycles[k]), by_stratum, rng)
+
+
+def _shuffled_cycle(items: list[tuple[tuple[str, int], ...]], rng: random.Random
+                    ) -> Iterator[tuple[tuple[str, int], ...]]:
+    """``items`` over and over, reshuffled on every pass."""
+    while True:
+        rng.shuffle(items)
+        yield from items
 
 
 def _draw(combo: Sequence[tuple[str, int]], by_stratum: Mapping[tuple[str, int], list[str]],
@@ -263,6 +275,8 @@ class Profiler:
             threads = (0,) * len(sigs)
         else:
             t = self.device.threads_per_member(len(sigs))
-            measure = corun_cpu(runners, t, self.config.corun_min_iters, self.config.corun_window_s)
+            window = (self.config.oversubscribed_window_s if t * len(sigs) > self.device.cores
+                      else self.config.corun_window_s)
+            measure = corun_cpu(runners, t, self.config.corun_min_iters, window)
             threads = (t,) * len(sigs)
         return CorunGroup(tuple(sigs), measure.latencies_ms, measure.makespan_ms, threads)

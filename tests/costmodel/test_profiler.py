@@ -80,7 +80,8 @@ def test_groups_cover_every_strata_mix(make_mlp, make_device):
     assert [compute[s] for s in by_latency] == sorted(compute.values()) and compute[by_latency[0]] == 0
     groups = [g for _, g in zip(range(200), plan_groups(records, device, (2, 3), seed=0), strict=False)]
     pairs = [g for g in groups if len(g) == 2]
-    assert any("mem" in p for p in pairs) and any(len(g) == 3 for g in groups)
+    assert any("mem" in p for p in pairs)
+    assert len(pairs) == len(groups) // 2  # sizes take turns: as many pairs as triples
     # every pair of strata appears among the first round of pairs
     kinds = {frozenset((a, b)) for a in by for b in by}
     seen = {frozenset(next(k for k, v in by.items() if s in v) for s in p) for p in pairs}
