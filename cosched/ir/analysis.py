@@ -36,7 +36,9 @@ conventions, so that numbers from different ops add up and compare:
   and constants included (a tensor read twice by one op counts once); ``bytes_written`` the
   sum of its outputs' sizes. View ops (:data:`VIEW_OPS`: Reshape, Flatten, Squeeze,
   Unsqueeze, Identity) move nothing and count 0 bytes both ways; Shape and Size read only
-  metadata (0 bytes read).
+  metadata (0 bytes read); selecting ops (:data:`SELECT_OPS`: Gather, GatherElements,
+  GatherND, Slice) read from their data input (input 0) only as many elements as they
+  write, never more than it holds (an embedding lookup reads its rows, not the table).
 * **Parameter bytes**: the sizes of the op's distinct inputs of kind ``"weight"``.
 
 Graph and tenant totals are sums over ops. Arithmetic intensity is FLOPs per byte moved
@@ -60,6 +62,7 @@ from cosched.ir.passes import Pass
 
 __all__ = [
     "PER_ELEMENT",
+    "SELECT_OPS",
     "VIEW_OPS",
     "Analyse",
     "analyse",
@@ -106,6 +109,8 @@ _PER_INPUT_ELEMENT: Mapping[str, int] = {
 }
 
 _METADATA_OPS = frozenset({"Shape", "Size"})
+#: Ops that read from their data input (input 0) only the elements they write.
+SELECT_OPS = frozenset({"Gather", "GatherElements", "GatherND", "Slice"})
 
 
 # --------------------------------------------------------------------------- FLOP rules
@@ -264,7 +269,14 @@ def op_cost(graph: Graph, op: Op) -> OpCost:
         return OpCost()
     reads = [graph.tensor(name) for name in dict.fromkeys(i for i in op.inputs if i)]
     written = sum(_nbytes(graph.tensor(o)) for o in op.outputs if o)
-    read = 0 if op.op_type in _METADATA_OPS else sum(_nbytes(t) for t in reads)
+    if op.op_type in _METADATA_OPS:
+        read = 0
+    elif op.op_type in SELECT_OPS and op.inputs and op.inputs[0] and op.outputs and op.outputs[0]:
+        data, out = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
+        selected = min(math.prod(data.shape), math.prod(out.shape)) * _itemsize(data.dtype)
+        read = selected + sum(_nbytes(t) for t in reads if t.name != data.name)
+    else:
+        read = sum(_nbytes(t) for t in reads)
     params = sum(_nbytes(t) for t in reads if t.kind == "weight")
     return OpCost(op_flops(graph, op), read, written, params)
 

@@ -251,3 +251,26 @@ def test_summary_numbers_and_table() -> None:
     assert lines[0].split()[:3] == ["tenant", "ops", "tasks"]
     assert lines[-1].split()[:3] == ["total", "4", "2"]
     assert any(line.startswith("a ") and f"{a.gflops:.3f}" in line for line in lines)
+
+
+def test_an_embedding_gather_reads_its_rows_not_the_table() -> None:
+    """Gather/Slice read from their data input only what they write (plus their indices)."""
+    b = GraphBuilder()
+    ids = b.input("m", "ids", (2, 3), dtype="int64")
+    table = b.weight("m", "table", (1000, 16))
+    rows = b.op("m", "Gather", [table, ids], (2, 3, 16))
+    graph = analyse(b.build({"m": [rows]}))
+    (op,) = graph.ops
+    assert op.cost == OpCost(0, 6 * 16 * F32 + 6 * 8, 6 * 16 * F32, 1000 * 16 * F32)
+
+
+def test_a_slice_reads_what_it_keeps() -> None:
+    b = GraphBuilder()
+    x = b.input("m", "x", (8, 10))
+    starts = b.weight("m", "starts", (1,), dtype="int64")
+    ends = b.weight("m", "ends", (1,), dtype="int64")
+    s = b.op("m", "Slice", [x, starts, ends], (2, 10))
+    (op,) = analyse(b.build({"m": [s]})).ops
+    assert op.cost is not None
+    assert op.cost.bytes_read == 2 * 10 * F32 + 2 * 8
+    assert op.cost.bytes_written == 2 * 10 * F32
