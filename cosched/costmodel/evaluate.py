@@ -101,7 +101,11 @@ def evaluate(data: ProfileData, test_fraction: float = 0.25, seed: int = 0,
     predicted = model.predict_standalone_features([r.features for r in alone])
     roof = np.array([task_demand_from_features(r.features, device).time_s * 1e3 for r in alone])
 
-    rows = corun_rows(test, only=test_sigs)
+    # the features see predicted standalone latencies, as when compiling a graph never profiled
+    every = sorted(test.standalone)
+    predicted_ms = dict(zip(every, model.predict_standalone_features(
+        [test.standalone[s].features for s in every]).tolist(), strict=True))
+    rows = corun_rows(test, only=test_sigs, alone_ms=predicted_ms)
     if not rows:
         raise CostModelError(
             f"no co-run group holds a held-out signature ({len(test_sigs)} held out of "

@@ -30,7 +30,12 @@ roofline latency in ms), ``roof_compute_share``, ``roof_memory_share`` (see
 launch overhead in microseconds: tasks of a few microseconds on CPU are bound by Python dispatch and the
 GIL, which every co-runner's ops contend for), ``dispatch_share`` (the task's ops over all
 ops of the group), ``total_threads`` (threads of the whole group) and ``oversubscription``
-(total threads over the device's cores; 0 on CUDA).
+(total threads over the device's cores; 0 on CUDA); from standalone latencies (measured ones
+in training, the standalone model's predictions when predicting): ``log_alone_ms``,
+``co_log_min_alone_ms``, ``co_log_max_alone_ms``, ``co_log_alone_ratio`` (ln of the shortest
+co-runner's latency over the task's) and ``co_calls_per_ms`` (executions per ms the
+co-runners start when they loop: on CPU each start and end takes the GIL, and a co-runner
+of a few microseconds taking it thousands of times a ms slowed a 0.3 ms neighbour 2x).
 """
 
 from __future__ import annotations
@@ -83,7 +88,8 @@ CORUN_FEATURES: tuple[str, ...] = (
     "co_log_sum_bytes", "co_sum_intensity", "co_sum_compute_share", "co_sum_memory_share",
     "co_log_sum_roof_ms", "co_log_max_roof_ms", "co_log_roof_ratio", "roof_slowdown",
     "log_roof_slowdown", "co_sum_n_ops", "co_log_sum_overhead_us", "dispatch_share",
-    "total_threads", "oversubscription",
+    "total_threads", "oversubscription", "log_alone_ms", "co_log_min_alone_ms",
+    "co_log_max_alone_ms", "co_log_alone_ratio", "co_calls_per_ms",
 )
 
 
@@ -178,9 +184,10 @@ def standalone_vector(feats: Mapping[str, float], device: DeviceSpec) -> list[fl
 
 def corun_vector(
     feats: Mapping[str, float], co_feats: Sequence[Mapping[str, float]], device: DeviceSpec,
-    threads: int,
+    threads: int, alone_ms: float, co_alone_ms: Sequence[float],
 ) -> list[float]:
-    """Values of :data:`CORUN_FEATURES` in order for ``feats`` running beside ``co_feats``."""
+    """Values of :data:`CORUN_FEATURES` in order for ``feats`` running beside ``co_feats``;
+    ``alone_ms`` and ``co_alone_ms`` are their standalone latencies."""
     own = task_demand_from_features(feats, device)
     others = [task_demand_from_features(f, device) for f in co_feats]
     flops = [f["flops"] for f in co_feats] or [0.0]
@@ -196,7 +203,17 @@ def corun_vector(
         math.log(max(roof_ms) / (own.time_s * 1e3)) if others else 0.0,
         slowdown, math.log(slowdown),
         *_dispatch_features(feats, co_feats, device, threads),
+        *_latency_features(alone_ms, co_alone_ms),
     ]
+
+
+def _latency_features(alone_ms: float, co_alone_ms: Sequence[float]) -> list[float]:
+    own = max(alone_ms, 1e-6)
+    co = [max(ms, 1e-6) for ms in co_alone_ms]
+    if not co:
+        return [math.log(own), 0.0, 0.0, 0.0, 0.0]
+    return [math.log(own), math.log(min(co)), math.log(max(co)), math.log(min(co) / own),
+            sum(1.0 / ms for ms in co)]
 
 
 def _dispatch_features(feats: Mapping[str, float], co_feats: Sequence[Mapping[str, float]],

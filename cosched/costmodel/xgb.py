@@ -38,7 +38,7 @@ from cosched.ir.graph import Graph, Task
 
 __all__ = ["XGBoostModel", "corun_rows"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _ROOF_LOG_MS = STANDALONE_FEATURES.index("roof_log_ms")
 METADATA_FILE = "metadata.json"
 STANDALONE_FILE = "standalone.json"
@@ -57,10 +57,11 @@ Query = tuple[Task, Sequence[Task]]
 
 
 def corun_rows(
-    data: ProfileData, only: Set[str] | None = None
+    data: ProfileData, only: Set[str] | None = None, alone_ms: Mapping[str, float] | None = None
 ) -> list[tuple[list[float], float, float]]:
     """Per co-run member whose group has standalone profiles: (features, measured ms,
-    standalone ms); with ``only``, just the members whose signature is in it."""
+    measured standalone ms); with ``only``, just the members whose signature is in it. The
+    features' standalone latencies are ``alone_ms[signature]`` (default: the measured ones)."""
     rows = []
     for group in data.groups:
         for i, sig in enumerate(group.signatures):
@@ -70,7 +71,10 @@ def corun_rows(
             others = [data.standalone.get(s) for j, s in enumerate(group.signatures) if j != i]
             if own is None or any(o is None for o in others):
                 continue
-            vec = corun_vector(own.features, [o.features for o in others if o], data.device, group.threads[i])
+            ms = alone_ms if alone_ms is not None else {s: r.median_ms for s, r in data.standalone.items()}
+            co = [s for j, s in enumerate(group.signatures) if j != i]
+            vec = corun_vector(own.features, [o.features for o in others if o], data.device,
+                               group.threads[i], ms[sig], [ms[s] for s in co])
             rows.append((vec, group.latencies_ms[i], own.median_ms))
     return rows
 
@@ -187,7 +191,11 @@ class XGBoostModel(CostModel):
             keys.append(key)
             if key not in self._slowdown_cache and key not in todo:
                 threads = self.device.threads_per_member(1 + len(co))
-                todo[key] = corun_vector(feats, [d[1] for d in co_described], self.device, threads)
+                if sig not in self._latency_cache or any(d[0] not in self._latency_cache for d in co_described):
+                    self.predict_tasks(graph, [task, *co])  # fills the latency cache
+                alone = self._latency_cache
+                todo[key] = corun_vector(feats, [d[1] for d in co_described], self.device, threads,
+                                         alone[sig], [alone[d[0]] for d in co_described])
         if todo:
             values = self.predict_slowdown_vectors(np.array(list(todo.values())))
             self._slowdown_cache.update(zip(todo, (float(v) for v in values), strict=True))

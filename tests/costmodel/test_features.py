@@ -47,8 +47,11 @@ def test_vectors_follow_the_documented_names(make_mlp, device):
     graph = make_mlp((16, 32, 64))
     a, b = (task_features(graph, t) for t in graph.tasks)
     assert len(standalone_vector(a, device)) == len(STANDALONE_FEATURES)
-    row = dict(zip(CORUN_FEATURES, corun_vector(a, [b, b], device, threads=1), strict=True))
+    row = dict(zip(CORUN_FEATURES, corun_vector(a, [b, b], device, 1, 2.0, [0.5, 0.25]), strict=True))
     assert row["co_count"] == 2 and row["threads"] == 1
+    assert row["log_alone_ms"] == pytest.approx(math.log(2.0))
+    assert row["co_log_alone_ratio"] == pytest.approx(math.log(0.25 / 2.0))
+    assert row["co_calls_per_ms"] == pytest.approx(2.0 + 4.0)
     assert row["co_log_sum_flops"] == pytest.approx(math.log1p(2 * b["flops"]))
     assert row["roof_slowdown"] >= 1.0
     assert len(set(CORUN_FEATURES)) == len(CORUN_FEATURES)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from cosched.costmodel import xgb
 from cosched.costmodel.evaluate import evaluate, spearman, split_by_signature
 from cosched.costmodel.xgb import XGBoostModel
 from cosched.errors import CostModelError
@@ -40,7 +41,7 @@ def test_save_load_gives_identical_predictions(fitted, make_mlp, tmp_path):
     graph = make_mlp((16, 24, 160, 40))
     fitted.save(tmp_path)
     meta = json.loads((tmp_path / "metadata.json").read_text())
-    assert meta["schema_version"] == 3 and meta["device"]["fingerprint"] == fitted.device.fingerprint
+    assert meta["schema_version"] == xgb.SCHEMA_VERSION and meta["device"]["fingerprint"] == fitted.device.fingerprint
     again = XGBoostModel.load(tmp_path)
     assert again.predict_tasks(graph, graph.tasks).tolist() == fitted.predict_tasks(graph, graph.tasks).tolist()
     q = [(graph.tasks[0], graph.tasks[1:])]
