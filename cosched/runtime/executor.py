@@ -26,7 +26,7 @@ from cosched.ir.graph import Graph
 from cosched.runtime.bindings import bind_inputs, collect_outputs
 from cosched.runtime.kernels import Kernel, load_constants, prepare_kernels
 from cosched.runtime.trace import TaskTiming, write_trace
-from cosched.runtime.traced import TaskTracer, TracedTask
+from cosched.runtime.traced import TaskTracer, TracedTask, shared_constants
 
 __all__ = ["Backend", "Executor", "ProfileHook", "TaskProgram", "build_programs"]
 
@@ -66,11 +66,9 @@ class TaskProgram:
             ) from exc
 
 
-def build_programs(plan: Plan, graph: Graph, tracer: TaskTracer | None = None,
-                   values: Mapping[str, torch.Tensor] | None = None) -> dict[int, TaskProgram]:
-    """Resolve every op once; one :class:`TaskProgram` per task id. With ``tracer`` (and
-    ``values``, the graph's weights and constants on the device), each task that can be
-    traced runs as one call."""
+def build_programs(plan: Plan, graph: Graph, tracer: TaskTracer | None = None) -> dict[int, TaskProgram]:
+    """Resolve every op once; one :class:`TaskProgram` per task id. With ``tracer``, each
+    task that can be traced runs as one call."""
     kernels = {k.op.name: k for k in prepare_kernels(graph.ops)}
     stream_of = plan.stream_of_task()
     frees: dict[int, list[str]] = {}
@@ -80,7 +78,7 @@ def build_programs(plan: Plan, graph: Graph, tracer: TaskTracer | None = None,
     programs = {}
     for t in plan.tasks:
         ks = tuple(kernels[name] for name in t.ops)
-        traced = tracer.trace(graph, graph.task(t.id), ks, values or {}) if tracer is not None else None
+        traced = tracer.trace(graph, graph.task(t.id), ks) if tracer is not None else None
         programs[t.id] = TaskProgram(t.id, t.name or t.ops[0], t.tenant, stream_of[t.id], ks,
                                      tuple(frees.get(t.id, ())), traced)
     return programs
@@ -149,10 +147,12 @@ class Executor:
             self.device = torch.device("cuda", int(plan.device.get("index", 0)))
         else:
             raise ConfigError(f"backend {backend!r} is not one of 'auto', 'cpu', 'cuda'")
-        self.constants = load_constants(self.graph, self.device)
         self.trace_tasks = kind == "cpu" if trace_tasks is None else trace_tasks
         self.tracer = TaskTracer(self.device) if self.trace_tasks else None
-        programs = build_programs(plan, self.graph, self.tracer, self.constants)
+        # traces hold the weights they read: tracing executors of one graph share one copy
+        self.constants = (shared_constants(self.graph, self.device) if self.trace_tasks
+                          else load_constants(self.graph, self.device))
+        programs = build_programs(plan, self.graph, self.tracer)
         if kind == "cpu":
             from cosched.runtime.cpu import CpuBackend
 

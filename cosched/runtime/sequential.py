@@ -1,10 +1,10 @@
 """Sequential execution: every op of every tenant, one after another, in graph order.
 
-This is the reference every concurrent plan is checked against (op by op, no tracing), and
-with ``trace_tasks`` the "sequential" baseline that plans are measured against: then the
-graph's tasks run one after another in task order, each as one TorchScript call where it can
-be traced (:mod:`cosched.runtime.traced`), as the plan's executor runs them, so that a plan's
-speedup over it comes from scheduling alone.
+By default (op by op, no tracing) this is the reference every plan's outputs are checked
+against. With ``trace_tasks`` it is the "sequential" baseline that plans are timed against:
+the graph's tasks run one after another in dependency order (ties by task id), each as one
+TorchScript call where it can be traced (:mod:`cosched.runtime.traced`), as the plan's
+executor runs them, so that a plan's speedup over it comes from scheduling alone.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import networkx as nx
 import numpy as np
 import torch
 
@@ -19,7 +20,7 @@ from cosched.errors import ConfigError
 from cosched.ir.graph import Graph, Op
 from cosched.runtime.bindings import bind_inputs, collect_outputs
 from cosched.runtime.kernels import Kernel, load_constants, prepare_kernels
-from cosched.runtime.traced import TaskTracer
+from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["SequentialExecutor"]
 
@@ -36,7 +37,7 @@ class SequentialExecutor:
         self.graph = graph
         self.device = torch.device(device)
         self.kernels = prepare_kernels(graph.ops)
-        self.constants = load_constants(graph, self.device)
+        self.constants = shared_constants(graph, self.device) if trace_tasks else load_constants(graph, self.device)
         self._last_use = _last_uses(graph)
         self.tracer: TaskTracer | None = None
         self._steps: list[Callable[[dict[str, torch.Tensor]], None]] | None = None  # None: op by op
@@ -45,12 +46,13 @@ class SequentialExecutor:
                 raise ConfigError("trace_tasks needs a graph fused into tasks; run cosched.ir.fusion.fuse first")
             self.tracer = TaskTracer(self.device)
             by_name = {k.op.name: k for k in self.kernels}
+            order = [graph.task(i) for i in nx.lexicographical_topological_sort(graph.to_networkx("task"))]
             self._steps = []
-            for task in graph.tasks:
+            for task in order:
                 kernels = [by_name[name] for name in task.ops]
-                traced = self.tracer.trace(graph, task, kernels, self.constants)
+                traced = self.tracer.trace(graph, task, kernels)
                 self._steps.append(traced if traced is not None else _Ops(kernels))
-            self._last_use = _last_uses(graph, [[graph.op(n) for n in t.ops] for t in graph.tasks])
+            self._last_use = _last_uses(graph, [[graph.op(n) for n in t.ops] for t in order])
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
         env: dict[str, torch.Tensor] = dict(self.constants)

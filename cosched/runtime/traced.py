@@ -11,12 +11,19 @@ measured 1.1-1.5x, and the task alone ran 1.5x faster.
 :func:`trace_task` traces a task's kernels on example inputs of the task's static shapes
 and keeps the trace only when it is safe to replay:
 
-- any :class:`torch.jit.TracerWarning` (a tensor turned into a Python number, list, bool or
-  NumPy array, i.e. control flow or shapes that depend on values) rejects the trace, since
-  replaying it would silently reuse the example's values;
-- the trace, run on the example inputs, must return outputs bit-identical to the kernels'
-  (same dtypes and shapes too);
+- a :class:`torch.jit.TracerWarning` says a tensor was turned into a Python number, list,
+  bool or NumPy array. In a cosched graph every shape is static, so a size turned into a
+  number is safe (pooling computes its padding that way); a value turned into one is not,
+  since replaying the trace would reuse the example's value. So on a warning the task is
+  traced again on a second draw of inputs (other random floats; integers all ones instead
+  of all zeros) and the two traces must print the same graph;
+- the trace, run on every draw, must return outputs bit-identical to the kernels' on that
+  draw (same dtypes and shapes too). This catches values baked into tensor constants, which
+  a printed graph elides;
 - any exception while tracing rejects it.
+
+Weights and folded constants are not arguments of the trace: the kernels read them as
+they are (a Reshape reads its shape tensor), and the trace holds them.
 
 A rejected task runs op by op, as before; :class:`TaskTracer` counts both kinds. Traces are
 cached per graph and task (a graph's shapes are static, so one trace serves every run and
@@ -35,14 +42,15 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from cosched.ir.graph import Graph, Task
-from cosched.runtime.kernels import Kernel
+from cosched.runtime.kernels import Kernel, load_constants
 
-__all__ = ["TaskTracer", "TracedTask", "example_inputs", "trace_task"]
+__all__ = ["TaskTracer", "TracedTask", "example_inputs", "shared_constants", "trace_task"]
 
 log = logging.getLogger(__name__)
 
@@ -89,36 +97,47 @@ def trace_task(kernels: Sequence[Kernel], inputs: Sequence[str], outputs: Sequen
     def fn(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return _run_kernels(kernels, inputs, outputs, args, fixed)
 
-    graphs: list[str] = []
-    traced = None
-    for draw in draws:
-        tensors = tuple(draw[name] for name in inputs)
-        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    examples = [tuple(draw[name] for name in inputs) for draw in draws]
+    expected = []
+    with torch.no_grad():
+        for tensors in examples:
             try:
                 eager = fn(*tensors)
             except Exception as exc:  # run op by op, the executor reports the failure then
                 return None, f"the kernels fail on example inputs: {type(exc).__name__}: {exc}"
             if not all(isinstance(t, torch.Tensor) for t in (*tensors, *eager)):
                 return None, "an input or output is not a tensor"
-            try:
-                this = torch.jit.trace(fn, tensors, check_trace=False)
-                replay = [this(*tensors) for _ in range(3)]  # the executor specialises on early runs
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                return None, f"tracing failed: {type(exc).__name__}: {first}"
-        for result in replay:
-            result = result if isinstance(result, tuple) else (result,)
-            if len(result) != len(eager) or not all(_same(a, b) for a, b in zip(result, eager, strict=True)):
-                return None, "the trace's outputs differ from the kernels'"
-        warned = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-        traced = traced or this
-        if not warned:
-            return TracedTask(inputs, outputs, traced), ""
-        graphs.append(str(this.inlined_graph))
-        if graphs[-1] != graphs[0]:
-            return None, f"value-dependent: {str(warned[0].message).splitlines()[0]}"
+            expected.append(eager)
+    traced, warned = _trace(fn, examples[0])
+    if isinstance(traced, str):
+        return None, traced
+    if warned:  # safe only when the trace does not depend on the example's values
+        other, _ = _trace(fn, examples[1])
+        if isinstance(other, str) or str(other.inlined_graph) != str(traced.inlined_graph):
+            return None, f"value-dependent: {warned}"
+    # every draw, not only the traced one: a printed graph elides tensor constants, so two
+    # traces that baked different values can print alike; their outputs cannot agree
+    with torch.no_grad():
+        for tensors, eager in zip(examples, expected, strict=True):
+            for _ in range(3):  # the executor specialises on early runs
+                result = traced(*tensors)
+                result = result if isinstance(result, tuple) else (result,)
+                if len(result) != len(eager) or not all(_same(a, b) for a, b in zip(result, eager, strict=True)):
+                    return None, "the trace's outputs differ from the kernels'"
     return TracedTask(inputs, outputs, traced), ""
+
+
+def _trace(fn: Callable[..., tuple[torch.Tensor, ...]], example: tuple[torch.Tensor, ...]) -> tuple[Any, str]:
+    """(the trace, the first TracerWarning's first line or ""), or (why tracing failed, "")."""
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            traced = torch.jit.trace(fn, example, check_trace=False)
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return f"tracing failed: {type(exc).__name__}: {first}", ""
+    warned = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    return traced, (str(warned[0].message).splitlines()[0] if warned else "")
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -152,8 +171,21 @@ def example_inputs(graph: Graph, names: Sequence[str], values: Mapping[str, torc
     return out
 
 
-_CACHE: weakref.WeakKeyDictionary[Graph, dict[tuple[str, tuple[str, ...]], tuple[TracedTask | None, str]]] = (
+_TRACES: weakref.WeakKeyDictionary[Graph, dict[tuple[str, tuple[str, ...]], tuple[TracedTask | None, str]]] = (
     weakref.WeakKeyDictionary())
+_CONSTANTS: weakref.WeakKeyDictionary[Graph, dict[str, dict[str, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
+def shared_constants(graph: Graph, device: torch.device) -> dict[str, torch.Tensor]:
+    """The graph's weights and folded constants on ``device``, loaded once per graph and
+    device and shared by every tracing executor of the graph: its traces hold these very
+    tensors, so executors that share them hold the weights once. They live as long as the
+    graph does. Callers must not modify the tensors (no kernel writes into its inputs)."""
+    per_graph = _CONSTANTS.setdefault(graph, {})
+    key = str(device)
+    if key not in per_graph:
+        per_graph[key] = load_constants(graph, device)
+    return per_graph[key]
 
 
 @dataclass
@@ -161,9 +193,8 @@ class TaskTracer:
     """Traces tasks on ``device``; ``traced`` and ``eager`` count the outcomes of its calls,
     and ``reasons`` maps each task left op by op to why.
 
-    Traces are cached per graph (weakly) and task across tracers: every executor of one graph
-    shares them. A trace holds the weights it was traced with; they are the graph's weights,
-    equal for every executor of it.
+    Traces are cached per graph (weakly), device and task across tracers, so every executor
+    of one graph shares them; they close over :func:`shared_constants`.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -171,13 +202,12 @@ class TaskTracer:
     eager: int = 0
     reasons: dict[str, str] = field(default_factory=dict)
 
-    def trace(self, graph: Graph, task: Task, kernels: Sequence[Kernel],
-              values: Mapping[str, torch.Tensor]) -> TracedTask | None:
-        """The traced ``task`` (``kernels`` are its ops, in order; ``values`` the graph's
-        weights and constants on this device), or None to run it op by op."""
-        per_graph = _CACHE.setdefault(graph, {})
+    def trace(self, graph: Graph, task: Task, kernels: Sequence[Kernel]) -> TracedTask | None:
+        """The traced ``task`` (``kernels`` are its ops, in order), or None to run it op by op."""
+        per_graph = _TRACES.setdefault(graph, {})
         key = (str(self.device), tuple(task.ops))
         if key not in per_graph:
+            values = shared_constants(graph, self.device)
             reads = graph.task_inputs(task)
             fixed = {n: values[n] for n in reads if n in values}
             inputs = [n for n in reads if n not in fixed]

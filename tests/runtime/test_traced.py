@@ -128,8 +128,16 @@ def test_plan_executor_traces_on_cpu_and_equals_op_by_op() -> None:
     streams = [[t.id for t in graph.tasks if t.tenant == name] for name in ("resnet50", "bert")]
     plan = lower(graph, streams, device={"kind": "cpu", "name": "test-cpu"})
     feeds = {n: zoo.example_inputs(n, "tiny", 1) for n in ("resnet50", "bert")}
-    reference = SequentialExecutor(graph).run(feeds)
-    with Executor(plan, graph) as traced, Executor(plan, graph, trace_tasks=False) as eager:
+    # one intra-op thread everywhere: convolutions sum in another order on another thread
+    # count, which changes last bits whether traced or not
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = SequentialExecutor(graph).run(feeds)
+    finally:
+        torch.set_num_threads(before)
+    with Executor(plan, graph, threads_per_stream=1) as traced, \
+            Executor(plan, graph, trace_tasks=False, threads_per_stream=1) as eager:
         assert traced.tracer is not None and traced.tracer.traced == len(graph.tasks)
         assert eager.tracer is None
         for executor in (traced, eager):
