@@ -76,7 +76,7 @@ def format_block(result: Mapping[str, Any]) -> str:
         f"torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, Python {versions['python']}; "
         f"{result['iters']} interleaved rounds after {result['warmup']} warm-up; plan: {result['tasks']} "
         f"tasks on {result['streams']} streams, cost model {result['cost_model']}, {result['trials']} "
-        f"trials; plan predicted / measured time: {fidelity}; outputs agree with sequential (rel. "
+        f"trials; plan predicted / measured time: {fidelity}; outputs agree with op-by-op sequential execution (rel. "
         f"error <= 1e-4): {'yes' if result['outputs_agree'] else 'NO'} (worst {worst:.1e}); "
         f"1-min load average before / after timing: {_load(result)}.",
         "",
