@@ -22,8 +22,15 @@ __all__ = ["register", "run_profile"]
 log = logging.getLogger(__name__)
 
 EPILOG = """\
+Profiling into a DIR that already holds profiles.sqlite appends: signatures measured before
+are not measured alone again, and the model is fitted on everything the store holds. With
+--max-groups 0 and a store that covers the models, nothing is measured: the model is refitted
+and re-evaluated on the store as it is (--seed picks another held-out split).
+
 examples:
   cosched profile --device cpu --zoo tiny --budget-s 300 -o profiles/cpu
+  cosched profile --device cpu --zoo full --budget-s 900 -o profiles/cpu-full
+  cosched profile --device cpu --zoo full --max-groups 0 --seed 1 -o profiles/cpu-full
   cosched profile --device cuda:0 --models resnet50.onnx bert.onnx -o profiles/h100 --json"""
 
 REPORTED = ("standalone_mape", "standalone_spearman", "corun_mape", "corun_spearman",

@@ -26,6 +26,11 @@ def test_run_profile_writes_store_model_and_metrics(make_mlp, monkeypatch, tmp_p
     model = XGBoostModel.load(tmp_path / "model")
     assert model.metrics["held_out"]["test_signatures"] >= 1
     assert model.predict_task(graph, graph.tasks[-1]) > 0
+    # --max-groups 0 over a store that covers the graph measures nothing: refit, re-evaluate
+    again = cli_profile.run_profile(
+        device="cpu", models=["unused.onnx"], zoo_size=None, batch=2, budget_s=30, max_groups=0,
+        seed=1, output=tmp_path, quiet=True)
+    assert again["samples"] == metrics["samples"] and again["corun_groups"] == 40
 
 
 def test_bad_budget_is_a_config_error(tmp_path):
