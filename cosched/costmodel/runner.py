@@ -46,7 +46,6 @@ import torch
 
 from cosched.errors import CoschedError, ProfileError, UnsupportedOpError
 from cosched.ir.graph import Graph, Task
-from cosched.ops.registry import is_supported
 from cosched.runtime.kernels import prepare_kernels
 from cosched.runtime.traced import example_inputs, trace_task
 
@@ -64,12 +63,10 @@ class TaskRunner:
     def __init__(self, graph: Graph, task: Task, device: torch.device,
                  weights: Mapping[str, np.ndarray], seed: int = 0, trace: bool | None = None) -> None:
         self.label = f"task {task.id} ({task.name or task.tenant})"
-        ops = graph.task_ops(task)
-        missing = sorted({f"{op.op_type} (opset {op.opset})" for op in ops
-                          if not is_supported(op.op_type, op.opset, op.domain)})
-        if missing:
-            raise UnsupportedOpError(f"{self.label} cannot be profiled: unsupported {', '.join(missing)}")
-        self._kernels = prepare_kernels(ops)
+        try:
+            self._kernels = prepare_kernels(graph.task_ops(task))
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"{self.label} cannot be profiled: {exc}") from exc
         reads = graph.task_inputs(task)
         fixed = {n: self._fixed(graph, n, weights).to(device) for n in reads
                  if n in graph.constants or graph.tensor(n).kind == "weight"}

@@ -16,7 +16,7 @@ from cosched.costmodel.profiler import (
 )
 from cosched.costmodel.runner import TaskRunner, corun_cpu, loop_concurrent, time_standalone
 from cosched.costmodel.store import ProfileStore, StandaloneRecord
-from cosched.errors import ProfileError
+from cosched.errors import ProfileError, UnsupportedOpError
 
 TINY = ProfileConfig(budget_s=20, max_groups=4, warmup=1, min_repeats=2, max_repeats=3,
                      corun_min_iters=1, corun_window_s=0.0, restandalone_every=0, quiet=True)
@@ -132,3 +132,11 @@ def test_loop_concurrent_keeps_only_overlapping_executions():
     assert len(samples[0]) >= 3 and len(samples[1]) >= 3
     # the slow member's executions all ended before the stop: none is cut short or stretched
     assert all(3.5 < ms < 200 for ms in samples[0])
+
+
+def test_runner_of_an_unsupported_op_names_task_and_op(make_mlp):
+    graph = make_mlp((8, 16))
+    bad = graph.replace(ops=tuple(op.replace(op_type="FancyOp") if i == 0 else op
+                                  for i, op in enumerate(graph.ops)))
+    with pytest.raises(UnsupportedOpError, match=r"cannot be profiled.*FancyOp"):
+        TaskRunner(bad, bad.tasks[0], torch.device("cpu"), {})
