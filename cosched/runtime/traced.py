@@ -6,7 +6,9 @@ threads of 20-op tasks measured 3.5-4x slower each than alone on a 2-core machin
 the slowdown swung 2x between identical repeats, which no cost model can predict. A task
 traced with :func:`torch.jit.trace` runs its whole op sequence inside TorchScript's
 interpreter, which releases the GIL for the duration of the call: the same pair then
-measured 1.1-1.5x, and the task alone ran 1.5x faster.
+measured 1.1-1.5x, and the task alone ran 1.5x faster. Tasks of one microsecond-scale op
+gain little: the executor's Python per task is then as long as the task
+(``python -m benchmarks.traced`` measures whole zoo models).
 
 :func:`trace_task` traces a task's kernels on example inputs of the task's static shapes
 and keeps the trace only when it is safe to replay:
