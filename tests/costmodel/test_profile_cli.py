@@ -42,3 +42,31 @@ def test_bad_budget_is_a_config_error(tmp_path):
     args.quiet = True
     with pytest.raises(ConfigError, match="--budget-s"):
         args.func(args)
+
+
+def test_several_batch_sizes_profile_each_graph(make_mlp, monkeypatch, tmp_path):
+    loaded: list[int] = []
+
+    def load(models, size, batch):
+        loaded.append(batch)
+        return [make_mlp((8, 16, 32), batch=batch, tenant=f"m{batch}")]
+
+    monkeypatch.setattr(cli_profile, "_load", load)
+    monkeypatch.setenv("COSCHED_CACHE_DIR", str(tmp_path / "cache"))
+    metrics = cli_profile.run_profile(
+        device="cpu", models=["unused.onnx"], zoo_size=None, batch=[1, 4], budget_s=30, max_groups=8,
+        seed=0, output=tmp_path, quiet=True)
+    assert loaded == [1, 4]
+    assert metrics["standalone_signatures"] == 4  # two layers at two batch sizes
+
+
+def test_every_batch_size_is_checked(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli_profile.register(parser.add_subparsers())
+    args = parser.parse_args(["profile", "--zoo", "tiny", "--batch", "1", "0", "-o", str(tmp_path)])
+    assert args.batch == [1, 0]
+    args.quiet = True
+    with pytest.raises(ConfigError, match="every --batch"):
+        args.func(args)
