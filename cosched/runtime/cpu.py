@@ -1,5 +1,8 @@
 """CPU backend: one persistent worker thread per plan stream, events as thread events.
 
+Each worker drives its stream's program (:mod:`cosched.runtime.program`) through a
+machine whose events are thread events.
+
 Each worker sets its own intra-op thread count and inference mode once (both are per
 thread in torch), then waits for runs. A run clears every event, hands the shared
 environment to all workers and waits for each to report. A failing task aborts the run:
@@ -18,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cosched.codegen.plan import Plan, StreamPlan
 from cosched.errors import RuntimeFailure
-from cosched.runtime.executor import Backend, TaskProgram
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 from cosched.runtime.trace import TaskTiming
 
 __all__ = ["CpuBackend"]
@@ -44,29 +46,28 @@ class CpuBackend(Backend):
 
     def __init__(
         self,
-        plan: Plan,
-        programs: Mapping[int, TaskProgram],
+        program: PlanProgram,
+        tasks: Mapping[int, TaskProgram],
         *,
         threads_per_stream: int = 1,
         wait_timeout_s: float = 300.0,
         delay: Callable[[int], float] | None = None,
     ) -> None:
-        self.plan = plan
-        self.programs = programs
+        self.program = program
+        self.tasks = tasks
         self.threads_per_stream = threads_per_stream
         self.wait_timeout_s = wait_timeout_s
         self.delay = delay
-        self._events = [threading.Event() for _ in plan.events]
-        self._recorder = {e.id: e.after_task for e in plan.events}
+        self._events = [threading.Event() for _ in range(program.num_events)]
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._inboxes: list[queue.Queue[_Run | None]] = []
         self._outbox: queue.Queue[tuple[int, BaseException | None, list[TaskTiming]]] = queue.Queue()
         self._threads = []
-        for stream in plan.streams:
+        for stream in range(len(program.streams)):
             inbox: queue.Queue[_Run | None] = queue.Queue()
             thread = threading.Thread(target=self._worker, args=(stream, inbox),
-                                      name=f"cosched-stream-{stream.id}", daemon=True)
+                                      name=f"cosched-stream-{stream}", daemon=True)
             thread.start()
             self._inboxes.append(inbox)
             self._threads.append(thread)
@@ -102,54 +103,21 @@ class CpuBackend(Backend):
             raise RuntimeFailure(f"stream {stream} failed: {type(error).__name__}: {error}") from error
         return tuple(sorted(timings, key=lambda t: (t.start_us, t.stream)))
 
-    def _worker(self, stream: StreamPlan, inbox: queue.Queue[_Run | None]) -> None:
+    def _worker(self, stream: int, inbox: queue.Queue[_Run | None]) -> None:
         torch.set_num_threads(self.threads_per_stream)
         with torch.inference_mode():
             while True:
                 run = inbox.get()
                 if run is None:
                     return
-                done: list[TaskTiming] = []
+                machine = _Worker(self, run)
                 try:
-                    self._run_stream(stream, run, done)
+                    self.program.streams[stream](machine)
                 except BaseException as exc:  # reported to the caller, never swallowed
                     self._abort.set()
-                    self._outbox.put((stream.id, exc, done))
+                    self._outbox.put((stream, exc, machine.done))
                 else:
-                    self._outbox.put((stream.id, None, done))
-
-    def _run_stream(self, stream: StreamPlan, run: _Run, done: list[TaskTiming]) -> None:
-        env = run.env
-        for ins in stream.instructions:
-            if self._abort.is_set():
-                raise _Aborted
-            if ins.op == "wait":
-                self._wait(stream.id, ins.event)  # type: ignore[arg-type]
-            elif ins.op == "record":
-                self._events[ins.event].set()  # type: ignore[index]
-            else:
-                program = self.programs[ins.task]  # type: ignore[index]
-                if self.delay is not None:
-                    time.sleep(self.delay(program.id))
-                start = time.perf_counter_ns()
-                program(env)
-                if run.profile:
-                    end = time.perf_counter_ns()
-                    done.append(TaskTiming(program.id, stream.id, 0, (start - run.t0) / 1e3, (end - run.t0) / 1e3))
-                for name in program.frees:
-                    env.pop(name, None)
-
-    def _wait(self, stream: int, event: int) -> None:
-        deadline = time.monotonic() + self.wait_timeout_s
-        flag = self._events[event]
-        while not flag.wait(POLL_S):
-            if self._abort.is_set():
-                raise _Aborted
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(
-                    f"stream {stream} waited {self.wait_timeout_s:g} s for event {event} "
-                    f"(recorded after task {self._recorder[event]}) and gave up"
-                )
+                    self._outbox.put((stream, None, machine.done))
 
     def close(self) -> None:
         if self._closed:
@@ -160,3 +128,50 @@ class CpuBackend(Backend):
         for thread in self._threads:
             thread.join(timeout=5.0)
 
+
+class _Worker:
+    """The machine of one stream's worker thread for one run (see
+    :class:`cosched.runtime.program.Machine`): events are thread events, and every step
+    first checks whether another worker failed."""
+
+    def __init__(self, backend: CpuBackend, run: _Run) -> None:
+        self.backend = backend
+        self.run_state = run
+        self.done: list[TaskTiming] = []
+
+    def run(self, stream: int, task: int) -> None:
+        backend, run = self.backend, self.run_state
+        if backend._abort.is_set():
+            raise _Aborted
+        program = backend.tasks[task]
+        if backend.delay is not None:
+            time.sleep(backend.delay(task))
+        start = time.perf_counter_ns()
+        program.run(run.env, stream)
+        if run.profile:
+            end = time.perf_counter_ns()
+            self.done.append(TaskTiming(task, stream, 0, (start - run.t0) / 1e3, (end - run.t0) / 1e3))
+
+    def record(self, stream: int, event: int) -> None:
+        if self.backend._abort.is_set():
+            raise _Aborted
+        self.backend._events[event].set()
+
+    def wait(self, stream: int, event: int) -> None:
+        backend = self.backend
+        deadline = time.monotonic() + backend.wait_timeout_s
+        flag = backend._events[event]
+        while not flag.wait(POLL_S):
+            if backend._abort.is_set():
+                raise _Aborted
+            if time.monotonic() > deadline:
+                recorder = backend.program.recorders.get(event)
+                after = f" (recorded after task {recorder})" if recorder is not None else ""
+                raise RuntimeFailure(
+                    f"stream {stream} waited {backend.wait_timeout_s:g} s for event {event}{after} and gave up"
+                )
+
+    def free(self, stream: int, tensors: tuple[str, ...]) -> None:
+        env = self.run_state.env
+        for name in tensors:
+            env.pop(name, None)
