@@ -44,6 +44,8 @@ class OpContext:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     num_outputs: int = 1
     name: str = ""
+    #: Where tensors the op creates from nothing (Shape, Constant, Range, ...) go; None: CPU.
+    device: torch.device | None = None
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)

@@ -81,7 +81,7 @@ def _onnx_indices(
     order = range(len(spatial) - 1, -1, -1) if column_major else range(len(spatial))
     for axis in order:
         flat = flat * spatial[axis] + coords[axis]
-    planes = torch.arange(x_shape[0] * x_shape[1], dtype=idx.dtype).reshape(
+    planes = torch.arange(x_shape[0] * x_shape[1], dtype=idx.dtype, device=idx.device).reshape(
         (x_shape[0], x_shape[1]) + (1,) * len(spatial)
     )
     return flat + planes * math.prod(spatial)

@@ -132,7 +132,7 @@ def _resize_axis(
     if extrapolated is not None and extrapolated.any():
         mask_shape = (1,) * axis + (out_len,) + (1,) * (x.dim() - axis - 1)
         mask = torch.from_numpy(extrapolated.reshape(mask_shape)).to(x.device)
-        y = torch.where(mask, torch.tensor(float(ctx.attr("extrapolation_value", 0.0)), dtype=y.dtype), y)
+        y = torch.where(mask, torch.tensor(float(ctx.attr("extrapolation_value", 0.0)), dtype=y.dtype, device=y.device), y)
     return y
 
 

@@ -165,12 +165,12 @@ def shape(ctx: OpContext, x: Tensor) -> Tensor:
     """``start``/``end`` (opset 15+) slice the shape with Python's clamping rules."""
     start, end = int(ctx.attr("start", 0)), ctx.attr("end")
     dims = list(x.shape)[start : None if end is None else int(end)]
-    return torch.tensor(dims, dtype=torch.int64)
+    return torch.tensor(dims, dtype=torch.int64, device=ctx.device)
 
 
 @register("Size", since=1)
 def size(ctx: OpContext, x: Tensor) -> Tensor:
-    return torch.tensor(x.numel(), dtype=torch.int64)
+    return torch.tensor(x.numel(), dtype=torch.int64, device=ctx.device)
 
 
 @register("Identity", since=1)
@@ -208,9 +208,9 @@ def constant(ctx: OpContext) -> Tensor:
         raise ShapeError(f"op Constant ({ctx.name!r}): expected exactly one value attribute, found {present}")
     key = present[0]
     if key == "value":
-        return _from_numpy(ctx, ctx.attr("value"), "value")
+        return _from_numpy(ctx, ctx.attr("value"), "value").to(ctx.device)
     if key in _CONSTANT_ATTRS:
-        return torch.tensor(ctx.attr(key), dtype=_CONSTANT_ATTRS[key])
+        return torch.tensor(ctx.attr(key), dtype=_CONSTANT_ATTRS[key], device=ctx.device)
     raise UnsupportedOpError(f"op Constant ({ctx.name!r}): attribute {key} is not supported (string/sparse tensors)")
 
 
@@ -218,7 +218,7 @@ def constant(ctx: OpContext) -> Tensor:
 def constant_of_shape(ctx: OpContext, shape: Tensor) -> Tensor:
     value = ctx.attr("value")
     fill = torch.zeros(1, dtype=torch.float32) if value is None else _from_numpy(ctx, value, "value")
-    return torch.full(int_list(shape), fill.reshape(-1)[0].item(), dtype=fill.dtype)
+    return torch.full(int_list(shape), fill.reshape(-1)[0].item(), dtype=fill.dtype, device=ctx.device)
 
 
 @register("Range", since=11)
@@ -230,5 +230,5 @@ def range_(ctx: OpContext, start: Tensor, limit: Tensor, delta: Tensor) -> Tenso
         raise ShapeError(f"op Range ({ctx.name!r}): delta must be non-zero, found 0")
     n = max(math.ceil((lim - s) / d), 0)
     if start.dtype.is_floating_point:
-        return (torch.arange(n, dtype=torch.float64) * d + s).to(start.dtype)
-    return torch.arange(n, dtype=torch.int64).mul(int(d)).add(int(s)).to(start.dtype)
+        return (torch.arange(n, dtype=torch.float64, device=ctx.device) * d + s).to(start.dtype)
+    return torch.arange(n, dtype=torch.int64, device=ctx.device).mul(int(d)).add(int(s)).to(start.dtype)
