@@ -39,6 +39,8 @@ class CompiledPlan:
         self.compile_s = compile_s
         self.directory = directory
         self.measured: dict[str, Any] = {}
+        #: CUDA plans: run as one captured CUDA graph (set before the first run)
+        self.cuda_graph = False
         self._executor: Executor | None = None
         self._sequential: SequentialExecutor | None = None
         self._reference: SequentialExecutor | None = None
@@ -46,7 +48,7 @@ class CompiledPlan:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
-            self._executor = Executor(self.plan, self.graph)
+            self._executor = Executor(self.plan, self.graph, cuda_graph=self.cuda_graph)
         return self._executor
 
     @property
