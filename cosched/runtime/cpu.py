@@ -1,11 +1,20 @@
-"""CPU backend: one persistent worker thread per plan stream, events as thread events.
+"""CPU backend: stream 0 on the calling thread, one persistent worker thread per other
+stream, events as thread events.
 
-Each worker drives its stream's program (:mod:`cosched.runtime.program`) through a
-machine whose events are thread events.
+Each stream's program (:mod:`cosched.runtime.program`) drives a machine whose events are
+thread events. Each worker sets its own intra-op thread count and inference mode once
+(both are per thread in torch), then waits for runs; the caller sets its count for the
+length of each run and restores it after. A run clears every event, hands the shared
+environment to the workers, runs stream 0 and waits for each worker to report.
 
-Each worker sets its own intra-op thread count and inference mode once (both are per
-thread in torch), then waits for runs. A run clears every event, hands the shared
-environment to all workers and waits for each to report. A failing task aborts the run:
+Why the caller runs a stream: every thread that runs torch ops with more than one intra-op
+thread owns an OpenMP team, idle or not. Once the process holds more OpenMP threads than
+cores, libgomp stops spinning between parallel regions and puts team threads to sleep,
+so every op pays a futex wake-up. With a stream on a worker thread beside the caller's own
+team, a one-stream plan measured 1.55x slower than the same tasks on the caller, and the
+caller's sequential work after it 1.6x slower while the worker sat idle (vision mix,
+2 cores; `benchmarks/omp_teams.py`). With stream 0 on the caller and the cores shared out,
+the process never holds more intra-op threads than cores. A failing task aborts the run:
 the other workers stop at their next instruction, and waits poll the abort flag, so the
 run ends with a :class:`RuntimeFailure` naming the task instead of hanging. A wait that
 outlasts ``wait_timeout_s`` fails the same way, naming the event and its recording task.
@@ -64,7 +73,7 @@ class CpuBackend(Backend):
         self._inboxes: list[queue.Queue[_Run | None]] = []
         self._outbox: queue.Queue[tuple[int, BaseException | None, list[TaskTiming]]] = queue.Queue()
         self._threads = []
-        for stream in range(len(program.streams)):
+        for stream in range(1, len(program.streams)):
             inbox: queue.Queue[_Run | None] = queue.Queue()
             thread = threading.Thread(target=self._worker, args=(stream, inbox),
                                       name=f"cosched-stream-{stream}", daemon=True)
@@ -83,11 +92,26 @@ class CpuBackend(Backend):
             run = _Run(env, profile, time.perf_counter_ns())
             for inbox in self._inboxes:
                 inbox.put(run)
-            return self._collect()
+            return self._collect(self._run_here(run))
 
-    def _collect(self) -> tuple[TaskTiming, ...]:
-        errors: list[tuple[int, BaseException]] = []
-        timings: list[TaskTiming] = []
+    def _run_here(self, run: _Run) -> tuple[int, BaseException | None, list[TaskTiming]]:
+        """Stream 0 on the calling thread, with the plan's intra-op thread count meanwhile."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads_per_stream)
+        machine = _Worker(self, run)
+        try:
+            with torch.inference_mode():
+                self.program.streams[0](machine)
+        except BaseException as exc:  # reported with the workers' results, never swallowed
+            self._abort.set()
+            return 0, exc, machine.done
+        finally:
+            torch.set_num_threads(before)
+        return 0, None, machine.done
+
+    def _collect(self, here: tuple[int, BaseException | None, list[TaskTiming]]) -> tuple[TaskTiming, ...]:
+        stream, error, timings = here
+        errors: list[tuple[int, BaseException]] = [(stream, error)] if error is not None else []
         # Every worker answers once per run: its waits time out and poll the abort flag, so
         # only a kernel that never returns could keep it (no timeout can interrupt a kernel).
         for _ in self._inboxes:

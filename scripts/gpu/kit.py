@@ -33,7 +33,6 @@ TAIL_LINES = 15
 
 def export(mix_name: str, batches: list[int], profile_zoo: str, out: Path) -> None:
     from benchmarks.mixes import get_mix
-
     from cosched import zoo
 
     mix = get_mix(mix_name)
