@@ -15,6 +15,9 @@ from typing import Any, Literal
 from cosched.codegen import graph_for_plan, load_plan, lower
 from cosched.compiled import CompiledPlan
 from cosched.costmodel import CostModel, DeviceSpec
+from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
+from cosched.costmodel.profiler import standalone_threads
+from cosched.costmodel.roofline import RooflineModel
 from cosched.costmodel.select import resolve_cost_model
 from cosched.errors import ConfigError
 from cosched.ir import analyse, fuse, load_models
@@ -72,7 +75,8 @@ def compile(
     _check_slo_tenants(slo_ms, graph.tenant_names)                # before any profiling
     graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
-    table = CostTable(graph, model)                               # latencies, cached slowdowns
+    runtime = runtime_costs(spec, model)                          # dispatch, waits, threads
+    table = CostTable(graph, model, runtime=runtime)              # latencies, cached slowdowns
     config = SearchConfig(
         trials=trials, timeout_s=time_budget_s, seed=seed, max_streams=max_streams,
         threshold=interference_threshold, slo_ms=dict(slo_ms or {}), best_effort=best_effort,
@@ -90,6 +94,13 @@ def compile(
     seconds = time.perf_counter() - started
     log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
     return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=seconds)
+
+
+def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
+    """The device's measured runtime costs, relative to the thread count ``model``'s
+    latencies assume: the profiler's standalone threads, or every core for the roofline."""
+    base = spec.cores if isinstance(model, RooflineModel) else standalone_threads(spec)
+    return measure_runtime_costs(spec, base_threads=base if spec.kind == "cpu" else 1)
 
 
 def _check_slo_tenants(slo_ms: Mapping[str, float] | None, tenants: Sequence[str]) -> None:
