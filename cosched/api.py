@@ -59,7 +59,8 @@ def compile(
     :class:`CostModel`. The search runs ``trials`` Optuna trials (or until
     ``time_budget_s``); ``objective="pareto"`` searches makespan against the ``slo_ms``
     objectives with NSGA-II. ``study`` ("sqlite:///FILE.db") persists the study so a later
-    call resumes it. With ``measure``, the best simulated candidates and the sequential
+    call of the same graph, cost model and objective resumes it; a different one starts a
+    study of its own in the same file (see :mod:`cosched.search.study`). With ``measure``, the best simulated candidates and the sequential
     baseline are run on the device (random inputs, interleaved) and the fastest measured one
     is kept, so the plan never measures slower than sequential execution. Raises
     :class:`~cosched.errors.SLOError` when an SLO cannot be met, unless ``best_effort``.

@@ -110,3 +110,25 @@ def test_measure_keeps_the_fastest_measured_finalist(models: list[Path]) -> None
         assert max_abs_diff(plan.run(feed), plan.sequential.run(feed)) <= 1e-5
     finally:
         plan.close()
+
+
+def test_study_resumes_only_for_the_same_graph_and_cost_model(models: list[Path], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cosched.costmodel import DeviceSpec, RooflineModel
+
+    study = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def trials(sources: list[Path], cost_model: object = "roofline") -> tuple[int, str]:
+        plan = cosched.compile(sources, cost_model=cost_model, trials=3, seed=1, study=study)
+        plan.close()
+        return plan.report()["trials"], plan.report()["study"]
+
+    first, name = trials(models)
+    assert first == 3
+    assert trials(models) == (6, name)                        # same inputs: resumed
+    assert trials(models[:2])[0] == 3                         # another graph: a study of its own
+    spec = DeviceSpec.detect("cpu")
+    faster = RooflineModel(replace(spec, peak_flops=spec.peak_flops * 4))
+    assert trials(models, faster)[0] == 3                     # another cost model: likewise
+    assert trials(models) == (9, name)
