@@ -53,9 +53,10 @@ def compile(
 ) -> CompiledPlan:
     """Compile ``models`` (one per tenant) into a concurrent plan for ``device``.
 
-    ``cost_model`` is ``"auto"`` (a cached model for this device's fingerprint, else
-    profiling the given models for ``profile_budget_s`` seconds, else the roofline model with
-    a warning), ``"roofline"``, a directory written by ``cosched profile``, or a
+    ``cost_model`` is ``"auto"`` (the model cached for this device's fingerprint, refitted
+    after profiling, within ``profile_budget_s`` seconds, the task signatures of these models
+    that its store lacks; with no cache and no budget, the roofline model with a warning; see
+    :mod:`cosched.costmodel.select`), ``"roofline"``, a directory written by ``cosched profile``, or a
     :class:`CostModel`. The search runs ``trials`` Optuna trials (or until
     ``time_budget_s``); ``objective="pareto"`` searches makespan against the ``slo_ms``
     objectives with NSGA-II. ``study`` ("sqlite:///FILE.db") persists the study so a later
