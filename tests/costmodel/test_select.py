@@ -29,7 +29,7 @@ def seeded(cache, device, make_profiles):
     with ProfileStore(directory / STORE_FILE) as store:
         store.add_standalone(device, list(data.standalone.values()))
         store.add_groups(device, data.groups)
-    model = XGBoostModel(device).fit(data)
+    model = XGBoostModel(device, rounds=60).fit(data)
     model.save(directory / "model")
     return model
 
