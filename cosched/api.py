@@ -56,13 +56,15 @@ def compile(
 ) -> CompiledPlan:
     """Compile ``models`` (one per tenant) into a concurrent plan for ``device``.
 
-    ``cost_model`` is ``"auto"`` (a cached model for this device's fingerprint, else
-    profiling the given models for ``profile_budget_s`` seconds, else the roofline model with
-    a warning), ``"roofline"``, a directory written by ``cosched profile``, or a
+    ``cost_model`` is ``"auto"`` (the model cached for this device's fingerprint, refitted
+    after profiling, within ``profile_budget_s`` seconds, the task signatures of these models
+    that its store lacks; with no cache and no budget, the roofline model with a warning; see
+    :mod:`cosched.costmodel.select`), ``"roofline"``, a directory written by ``cosched profile``, or a
     :class:`CostModel`. The search runs ``trials`` Optuna trials (or until
     ``time_budget_s``); ``objective="pareto"`` searches makespan against the ``slo_ms``
     objectives with NSGA-II. ``study`` ("sqlite:///FILE.db") persists the study so a later
-    call resumes it. With ``measure``, the best simulated candidates and the sequential
+    call of the same graph, cost model and objective resumes it; a different one starts a
+    study of its own in the same file (see :mod:`cosched.search.study`). With ``measure``, the best simulated candidates and the sequential
     baseline are run on the device (random inputs, interleaved) and the fastest measured one
     is kept, so the plan never measures slower than sequential execution. Raises
     :class:`~cosched.errors.SLOError` when an SLO cannot be met, unless ``best_effort``.

@@ -119,6 +119,8 @@ class CompiledPlan:
             report["cost_model"] = self.cost_model
         if self.search is not None:
             report["trials"] = self.search.trials
+            if self.search.study_name:
+                report["study"] = self.search.study_name
             if self.search.measured_ms:
                 report["finalists_measured_ms"] = list(self.search.measured_ms)
             report["slo"] = {t: {"slo_ms": s, "predicted_ms": p} for t, (s, p) in self.search.slo_report.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,59 @@ def test_measure_keeps_the_fastest_measured_finalist(models: list[Path]) -> None
         assert max_abs_diff(plan.run(feed), plan.sequential.run(feed)) <= 1e-5
     finally:
         plan.close()
+
+
+def test_study_resumes_only_for_the_same_graph_and_cost_model(models: list[Path], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cosched.costmodel import DeviceSpec, RooflineModel
+
+    study = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def trials(sources: list[Path], cost_model: object = "roofline") -> tuple[int, str]:
+        plan = cosched.compile(sources, cost_model=cost_model, trials=3, seed=1, study=study)
+        plan.close()
+        return plan.report()["trials"], plan.report()["study"]
+
+    first, name = trials(models)
+    assert first == 3
+    assert trials(models) == (6, name)                        # same inputs: resumed
+    assert trials(models[:2])[0] == 3                         # another graph: a study of its own
+    spec = DeviceSpec.detect("cpu")
+    faster = RooflineModel(replace(spec, peak_flops=spec.peak_flops * 4))
+    assert trials(models, faster)[0] == 3                     # another cost model: likewise
+    assert trials(models) == (9, name)
+
+
+def test_auto_cost_model_profiles_only_what_the_cache_lacks(
+        models: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import re
+
+    from cosched.costmodel import DeviceSpec, ProfileStore
+    from cosched.costmodel.select import STORE_FILE, model_cache_dir
+
+    monkeypatch.setenv("COSCHED_CACHE_DIR", str(tmp_path / "cache"))
+    pattern = re.compile(r"cost model: (\d+) of (\d+) task signatures of this graph measured, (\d+) extrapolated")
+
+    def coverage(sources: list[Path], budget: float) -> tuple[int, int, int]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="cosched.costmodel.select"):
+            plan = cosched.compile(sources, cost_model="auto", profile_budget_s=budget, trials=2)
+            plan.close()
+        assert plan.cost_model == "xgboost"
+        found = [pattern.search(r.getMessage()) for r in caplog.records]
+        (n, m, k), = [tuple(int(x) for x in f.groups()) for f in found if f]
+        assert n + k == m
+        return n, m, k
+
+    def store_size() -> tuple[int, int]:
+        with ProfileStore(model_cache_dir(DeviceSpec.detect("cpu")) / STORE_FILE) as store:
+            data = store.load(store.fingerprints()[0])
+        return len(data.standalone), len(data.groups)
+
+    measured, total, _ = coverage(models[2:], 4.0)            # dlrm alone, from an empty cache
+    assert measured >= 2
+    before = store_size()
+    _, mix_total, extrapolated = coverage(models, 0.0)        # all three: nothing profiled
+    assert mix_total > total and extrapolated >= mix_total - total
+    assert store_size() == before

@@ -4,6 +4,10 @@ Writes under ``-o DIR``: ``profiles.sqlite`` (appended to when it exists), ``mod
 XGBoost JSON boosters and ``metadata.json``) and ``metrics.json`` (held-out accuracy split by
 task signature, with the roofline and no-interference baselines; see
 :mod:`cosched.costmodel.evaluate`).
+
+With ``--evaluate-on STORE.sqlite`` it measures and fits nothing: the model already in
+``-o DIR`` is evaluated on every record of the other store (profiles of other models), and
+the metrics go to ``DIR/transfer-STORE.json``.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosched.errors import ConfigError, CoschedError, ProfileError
 
-__all__ = ["register", "run_profile"]
+if TYPE_CHECKING:
+    from cosched.costmodel.store import ProfileStore
+
+__all__ = ["register", "run_evaluate", "run_profile", "transfer_path"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,18 @@ examples:
   cosched profile --device cpu --zoo full --budget-s 900 -o profiles/cpu-full
   cosched profile --device cpu --zoo full --batch 1 2 --budget-s 1800 -o profiles/cpu-full12
   cosched profile --device cpu --zoo full --max-groups 0 --seed 1 -o profiles/cpu-full
-  cosched profile --device cuda:0 --models resnet50.onnx bert.onnx -o profiles/h100 --json"""
+  cosched profile --device cuda:0 --models resnet50.onnx bert.onnx -o profiles/h100 --json
+
+--evaluate-on STORE.sqlite measures and fits nothing: it loads the model of -o DIR (as an
+earlier `cosched profile -o DIR` wrote it) and reports the same metrics on every record of
+the other store, e.g. a model trained on the tiny zoo judged on profiles of the full zoo.
+It uses the store's records of the model's device (or of the store's only device, with a
+warning), prints the metrics and writes DIR/transfer-STORE.json; only -o and --json apply.
+  cosched profile --evaluate-on profiles/cpu-full/profiles.sqlite -o profiles/cpu"""
+
+#: Options of profiling that --evaluate-on does not take, with their defaults.
+PROFILING_DEFAULTS: dict[str, Any] = {"device": "cpu", "batch": [1], "budget_s": 300.0,
+                                      "max_groups": None, "seed": 0}
 
 REPORTED = ("standalone_mape", "standalone_spearman", "corun_mape", "corun_spearman",
             "roofline_corun_mape", "no_interference_corun_mape", "corun_measured_standalone_mape",
@@ -46,26 +64,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser(
         "profile", help="profile tasks and co-run groups on a device and fit the cost model",
         description="Measure every distinct task alone and in co-run groups, fit the XGBoost "
-                    "cost model and report its accuracy on held-out task signatures.",
+                    "cost model and report its accuracy on held-out task signatures; or, with "
+                    "--evaluate-on, report a trained model's accuracy on another store.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default cpu)")
+    parser.add_argument("--device", default=PROFILING_DEFAULTS["device"],
+                        help="cpu, cuda or cuda:<i> (default cpu)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--models", nargs="+", metavar="FILE.onnx", help="ONNX models to profile")
     source.add_argument("--zoo", choices=("tiny", "full"), help="profile every zoo model of this size")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1], metavar="N",
+    source.add_argument("--evaluate-on", metavar="STORE.sqlite",
+                        help="measure and fit nothing: evaluate the model of -o DIR on every "
+                             "record of this other store (see below)")
+    parser.add_argument("--batch", type=int, nargs="+", default=PROFILING_DEFAULTS["batch"], metavar="N",
                         help="batch size, or several: the models are profiled at each (default 1)")
-    parser.add_argument("--budget-s", type=float, default=300.0, metavar="N",
+    parser.add_argument("--budget-s", type=float, default=PROFILING_DEFAULTS["budget_s"], metavar="N",
                         help="wall-time budget of the measurements in seconds (default 300)")
-    parser.add_argument("--max-groups", type=int, default=None, metavar="N",
+    parser.add_argument("--max-groups", type=int, default=PROFILING_DEFAULTS["max_groups"], metavar="N",
                         help="stop after N co-run groups (default: until the budget is spent)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of group choice and the split")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write")
+    parser.add_argument("--seed", type=int, default=PROFILING_DEFAULTS["seed"],
+                        help="seed of group choice and the split")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="folder to write (with --evaluate-on: the folder whose model/ is evaluated)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.evaluate_on:
+        return _main_evaluate(args)
     if args.budget_s <= 0 or min(args.batch) < 1:
         raise ConfigError(f"--budget-s must be > 0 and every --batch >= 1, got {args.budget_s} and {args.batch}")
     metrics = run_profile(
@@ -81,6 +108,78 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{'samples':32s} {metrics['samples']}")
         print(f"wrote {args.output}/profiles.sqlite, {args.output}/model/, {args.output}/metrics.json")
     return 0
+
+
+def _main_evaluate(args: argparse.Namespace) -> int:
+    given = [f"--{k.replace('_', '-')}" for k, v in PROFILING_DEFAULTS.items() if getattr(args, k) != v]
+    if given:
+        raise ConfigError(f"--evaluate-on measures nothing, so {', '.join(given)} "
+                          f"{'does' if len(given) == 1 else 'do'} not apply; expected only -o DIR "
+                          "and --json with it")
+    output, store = Path(args.output), Path(args.evaluate_on)
+    metrics = run_evaluate(output=output, store=store)
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        for key in REPORTED:
+            print(f"{key:32s} {metrics[key]:.4f}")
+        for key in ("samples", "standalone_signatures", "shared_signatures"):
+            print(f"{key:32s} {metrics[key]}")
+        print(f"wrote {transfer_path(output, store)}")
+    return 0
+
+
+def transfer_path(output: Path, store: Path) -> Path:
+    """Where ``--evaluate-on STORE`` writes its metrics: ``DIR/transfer-STEM.json``."""
+    return output / f"transfer-{store.stem}.json"
+
+
+def run_evaluate(*, output: Path, store: Path) -> dict[str, Any]:
+    """Metrics of the model in ``output`` (written by ``cosched profile -o``) on every record
+    of ``store``, without measuring or fitting; also written to :func:`transfer_path`.
+
+    ``shared_signatures`` counts the store's signatures that ``output/profiles.sqlite`` (the
+    training store) holds too, when it exists: 0 means every record is of a task never seen.
+    """
+    from cosched.costmodel.evaluate import evaluate_on
+    from cosched.costmodel.store import ProfileStore
+    from cosched.costmodel.xgb import XGBoostModel
+
+    model_dir = output / "model"
+    if not (model_dir / "metadata.json").is_file():
+        raise ConfigError(f"-o {output}: expected a folder written by `cosched profile -o DIR`, "
+                          f"holding model/metadata.json; found no {model_dir / 'metadata.json'}")
+    if not store.is_file():
+        raise ProfileError(f"--evaluate-on {store}: no such profile store (expected a "
+                           "profiles.sqlite written by `cosched profile`)")
+    model = XGBoostModel.load(model_dir)
+    with ProfileStore(store) as other:
+        data = other.load(_fingerprint(other, model.device.fingerprint))
+    metrics = evaluate_on(model, data)
+    training = output / "profiles.sqlite"
+    shared = None
+    if training.is_file() and training.resolve() != store.resolve():
+        with ProfileStore(training) as seen:
+            shared = len(set(data.standalone) & seen.signatures(model.device.fingerprint))
+    metrics = {**metrics, "model": str(model_dir), "store": str(store), "device": data.device.name,
+               "fingerprint": data.device.fingerprint, "standalone_signatures": len(data.standalone),
+               "corun_groups": len(data.groups), "shared_signatures": shared}
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    transfer_path(output, store).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def _fingerprint(store: ProfileStore, wanted: str) -> str:
+    """``wanted`` if ``store`` holds it, else the store's only device (with a warning)."""
+    found = store.fingerprints()
+    if wanted in found:
+        return wanted
+    if len(found) == 1:
+        log.warning("profile store %s holds device %s, the model was trained on %s: evaluating "
+                    "across devices", store.path, found[0], wanted)
+        return str(found[0])
+    raise ProfileError(f"profile store {store.path} holds no records of the model's device {wanted} "
+                       f"and more than one other device ({found}); expected the model's device")
 
 
 def run_profile(*, device: str, models: list[str] | None, zoo_size: str | None, batch: int | list[int],

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,15 @@ class CostModel(ABC):
         return np.array(
             [self.predict_slowdown(graph, t, co) for t, co in queries], dtype=np.float64
         )
+
+    def identity(self) -> dict[str, Any]:
+        """JSON data that tells this model's predictions apart from another model's.
+
+        A search persisted to an Optuna study resumes only under the same identity (see
+        :mod:`cosched.search.study`). The default names the kind and class; a model whose
+        predictions depend on parameters or training overrides it to add them.
+        """
+        return {"kind": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def save(self, directory: str | Path) -> None:
         """Write the model as open formats (JSON) under ``directory``."""

@@ -22,6 +22,10 @@ held-out signatures only:
   to ``roofline_slowdown_mape`` and ``no_interference_slowdown_mape`` (slowdown 1);
 - ``measured_slowdown_median``: the median measured co-run / standalone ratio of the test
   members (a sanity figure: well below 1 means the two measurements disagree in method).
+
+:func:`evaluate_on` reports the same metrics for a model trained elsewhere (on the profiles
+of other models) on *every* record of another store, without fitting: how the model
+transfers to models it never saw.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from cosched.costmodel.store import ProfileData
 from cosched.costmodel.xgb import XGBoostModel, corun_rows
 from cosched.errors import CostModelError
 
-__all__ = ["evaluate", "mape", "spearman", "split_by_signature"]
+__all__ = ["evaluate", "evaluate_on", "mape", "spearman", "split_by_signature"]
 
 
 def mape(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -95,7 +99,22 @@ def evaluate(data: ProfileData, test_fraction: float = 0.25, seed: int = 0,
     """Fit on the training split and report the module doc's metrics on the held-out one."""
     train, test, test_sigs = split_by_signature(data, test_fraction, seed)
     model = (model or XGBoostModel(data.device)).fit(train)
-    device = data.device
+    metrics = _metrics(model, test, test_sigs, "held-out signature")
+    return {"samples": data.samples, "train_signatures": len(train.standalone), **metrics}
+
+
+def evaluate_on(model: XGBoostModel, data: ProfileData) -> dict[str, Any]:
+    """The module doc's metrics of a fitted ``model`` on every record of ``data`` (no fit)."""
+    if not data.standalone:
+        raise CostModelError(f"no standalone profile of device {data.device.name} to evaluate on")
+    metrics = _metrics(model, data, frozenset(data.standalone), "signature with a standalone profile")
+    return {"samples": data.samples, **metrics}
+
+
+def _metrics(model: XGBoostModel, test: ProfileData, test_sigs: frozenset[str],
+             what: str) -> dict[str, Any]:
+    """Standalone metrics on ``test_sigs``; co-run ones on the members of those signatures."""
+    device = test.device
     alone = [test.standalone[s] for s in sorted(test_sigs)]
     actual = np.array([r.median_ms for r in alone])
     predicted = model.predict_standalone_features([r.features for r in alone])
@@ -108,8 +127,9 @@ def evaluate(data: ProfileData, test_fraction: float = 0.25, seed: int = 0,
     rows = corun_rows(test, only=test_sigs, alone_ms=predicted_ms)
     if not rows:
         raise CostModelError(
-            f"no co-run group holds a held-out signature ({len(test_sigs)} held out of "
-            f"{len(data.standalone)}); profile more co-run groups"
+            f"no co-run group holds a {what} whose members all have standalone profiles "
+            f"({len(test_sigs)} of {len(test.standalone)} signatures, {len(test.groups)} groups); "
+            "profile more co-run groups"
         )
     measured = np.array([r[1] for r in rows])
     measured_alone = np.array([r[2] for r in rows])
@@ -120,7 +140,6 @@ def evaluate(data: ProfileData, test_fraction: float = 0.25, seed: int = 0,
     roof_alone = np.array([task_demand_from_features(f, device).time_s * 1e3 for f in own_feats])
     roof_slow = vectors[:, _index("roof_slowdown")]
     return {
-        "samples": data.samples, "train_signatures": len(train.standalone),
         "test_signatures": len(test_sigs), "test_corun_members": len(rows),
         "standalone_mape": mape(predicted, actual), "standalone_spearman": spearman(predicted, actual),
         "roofline_standalone_mape": mape(roof, actual),

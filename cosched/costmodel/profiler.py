@@ -32,6 +32,11 @@ and 0.05-0.12 over 0.6 s windows.
 
 Budgets: ``budget_s`` of wall time in all (``standalone_share`` of it at most for standalone),
 and optional caps on the number of signatures and of groups.
+
+Top-up: ``Profiler.profile(..., top_up=True)`` extends a store that already covers most of a
+graph. Every co-run group then holds one of the signatures measured alone in this run (taken
+in turn), and its other members' strata cycle through every mix as above, so the budget goes
+to the interference of what is new rather than to groups the store has seen.
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -58,6 +64,8 @@ from cosched.ir.graph import Graph, Task
 __all__ = ["ProfileConfig", "Profiler", "plan_groups", "standalone_threads", "strata"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,22 +110,33 @@ def strata(records: Mapping[str, StandaloneRecord], device: DeviceSpec) -> dict[
 
 
 def plan_groups(records: Mapping[str, StandaloneRecord], device: DeviceSpec,
-                sizes: Sequence[int], seed: int = 0) -> Iterator[tuple[str, ...]]:
-    """An endless stream of co-run groups (tuples of signatures) covering every strata mix."""
+                sizes: Sequence[int], seed: int = 0,
+                anchors: Collection[str] | None = None) -> Iterator[tuple[str, ...]]:
+    """An endless stream of co-run groups (tuples of signatures) covering every strata mix.
+
+    With ``anchors``, each group starts with one of them that ``records`` holds (in turn),
+    and the strata of its k - 1 other members cycle through every mix; none if no anchor is
+    in ``records``.
+    """
     rng = random.Random(seed)
     by_stratum = strata(records, device)
     keys = sorted(by_stratum)
     sizes = [k for k in sizes if k <= len(records)]
-    if not keys or not sizes:
+    pinned = None if anchors is None else sorted(s for s in set(anchors) if s in records)
+    if not keys or not sizes or pinned == []:
         return
-    cycles = {k: _shuffled_cycle(list(itertools.combinations_with_replacement(keys, k)), rng) for k in sizes}
+    # an anchor takes the first seat; without anchors every member's stratum is drawn
+    seats = {k: k - 1 if pinned else k for k in sizes}
+    cycles = {k: _shuffled_cycle(list(itertools.combinations_with_replacement(keys, seats[k])), rng)
+              for k in sizes}
+    firsts = _shuffled_cycle(pinned, rng) if pinned else None
     while True:
         for k in sizes:  # one group of each size in turn: every size gets as many groups
-            yield _draw(next(cycles[k]), by_stratum, rng)
+            start = (next(firsts),) if firsts else ()
+            yield _draw(next(cycles[k]), by_stratum, rng, start)
 
 
-def _shuffled_cycle(items: list[tuple[tuple[str, int], ...]], rng: random.Random
-                    ) -> Iterator[tuple[tuple[str, int], ...]]:
+def _shuffled_cycle(items: list[T], rng: random.Random) -> Iterator[T]:
     """``items`` over and over, reshuffled on every pass."""
     while True:
         rng.shuffle(items)
@@ -125,8 +144,8 @@ def _shuffled_cycle(items: list[tuple[tuple[str, int], ...]], rng: random.Random
 
 
 def _draw(combo: Sequence[tuple[str, int]], by_stratum: Mapping[tuple[str, int], list[str]],
-          rng: random.Random) -> tuple[str, ...]:
-    chosen: list[str] = []
+          rng: random.Random, start: tuple[str, ...] = ()) -> tuple[str, ...]:
+    chosen: list[str] = list(start)
     for key in combo:
         pool = [s for s in by_stratum[key] if s not in chosen] or by_stratum[key]
         chosen.append(rng.choice(pool))
@@ -144,8 +163,13 @@ class Profiler:
         self._tasks: dict[str, tuple[Graph, Task]] = {}
         self._weights: dict[tuple[int, str], Mapping[str, np.ndarray]] = {}
 
-    def profile(self, graphs: Sequence[Graph], store: ProfileStore) -> ProfileData:
-        """Measure, append to ``store``, and return everything the store holds for this device."""
+    def profile(self, graphs: Sequence[Graph], store: ProfileStore, top_up: bool = False) -> ProfileData:
+        """Measure, append to ``store``, and return everything the store holds for this device.
+
+        Signatures the store holds are not measured alone again. With ``top_up``, every
+        co-run group holds a signature measured alone in this run (see the module doc), and
+        none is measured when there is no such signature.
+        """
         cfg = self.config
         start = time.monotonic()
         deadline = start + cfg.budget_s
@@ -161,7 +185,8 @@ class Profiler:
             self._standalone(todo, features, store, start + cfg.budget_s * cfg.standalone_share)
             records = store.load(self.device.fingerprint).standalone
             ours = {s: r for s, r in records.items() if s in features}
-            self._groups(ours, store, deadline)
+            anchors = [s for s in todo if s in records] if top_up else None
+            self._groups(ours, store, deadline, anchors)
         finally:
             torch.set_num_threads(threads)
         return store.load(self.device.fingerprint)
@@ -232,16 +257,20 @@ class Profiler:
         bar.close()
         store.add_standalone(self.device, batch)
 
-    def _groups(self, records: Mapping[str, StandaloneRecord], store: ProfileStore, deadline: float) -> None:
+    def _groups(self, records: Mapping[str, StandaloneRecord], store: ProfileStore, deadline: float,
+                anchors: Sequence[str] | None = None) -> None:
         cfg = self.config
         if len(records) < 2:
             log.warning("co-run groups need at least 2 measured signatures, found %d", len(records))
+            return
+        if anchors is not None and not anchors:
+            log.info("co-run groups: no new signature was measured alone, so none to group")
             return
         done: list[CorunGroup] = []
         again: list[StandaloneRecord] = []
         order = sorted(records)
         random.Random(cfg.seed + 1).shuffle(order)
-        plan = plan_groups(records, self.device, cfg.group_sizes, cfg.seed)
+        plan = plan_groups(records, self.device, cfg.group_sizes, cfg.seed, anchors)
         bar = tqdm(total=cfg.max_groups, desc="profile: co-run", unit="group", disable=cfg.quiet)
         for count, sigs in enumerate(plan):
             if time.monotonic() > deadline or (cfg.max_groups is not None and count >= cfg.max_groups):

@@ -23,6 +23,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,6 +115,10 @@ class RooflineModel(CostModel):
 
     def predict_tasks(self, graph: Graph, tasks: Sequence[Task]) -> np.ndarray:
         return np.array([self.predict_task(graph, t) for t in tasks], dtype=np.float64)
+
+    def identity(self) -> dict[str, Any]:
+        """The kind and the device spec: its ceilings are all the roofline's parameters."""
+        return {"kind": self.name, "device": self.device.to_json()}
 
     def save(self, directory: str | Path) -> None:
         root = Path(directory)

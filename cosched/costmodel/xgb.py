@@ -12,6 +12,7 @@ device spec, parameters, training metrics). This is the only module that imports
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import weakref
@@ -207,6 +208,14 @@ class XGBoostModel(CostModel):
             if key is not None:
                 out[i] = self._slowdown_cache[key]
         return out
+
+    def identity(self) -> dict[str, Any]:
+        """The kind, the device fingerprint and a hash of the trained boosters (the same
+        before and after a save/load round trip; another fit on other data changes it)."""
+        digest = hashlib.sha256()
+        for booster in self._boosters():
+            digest.update(bytes(booster.save_raw("ubj")))
+        return {"kind": self.name, "device": self.device.fingerprint, "boosters": digest.hexdigest()[:24]}
 
     # ----------------------------------------------------------- save/load
     def save(self, directory: str | Path) -> None:

@@ -25,6 +25,7 @@ from cosched.search.decoder import DecoderKnobs, decode
 from cosched.search.improve import improve
 from cosched.search.schedule import Schedule
 from cosched.search.simulator import Interference, SimResult, simulate
+from cosched.search.study import Direction, open_study
 
 __all__ = ["Candidate", "SearchConfig", "SearchResult", "knobs_from_params", "optimize"]
 
@@ -36,7 +37,12 @@ Measure = Callable[[Sequence[Schedule]], Sequence[float]]
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Budgets and objectives. ``timeout_s`` bounds wall time (then trial counts vary)."""
+    """Budgets and objectives. ``timeout_s`` bounds wall time (then trial counts vary).
+
+    ``storage`` (an Optuna storage URL) persists the study: it is resumed by a search of the
+    same graph, cost model and objective, and named by a hash of them unless ``study_name``
+    is given (see :mod:`cosched.search.study`).
+    """
 
     trials: int = 100
     timeout_s: float | None = None
@@ -47,7 +53,7 @@ class SearchConfig:
     best_effort: bool = False
     multi_objective: bool = False
     storage: str | None = None
-    study_name: str = "cosched-search"
+    study_name: str | None = None
     top_k: int = 3
     progress: bool = False
     improve_budget: int = 100_000
@@ -96,6 +102,7 @@ class SearchResult:
     slo_met: bool
     slo_report: Mapping[str, tuple[float, float]]
     measured_ms: tuple[float, ...] = ()
+    study_name: str | None = None
 
     def speedup_over(self, baseline: str) -> float:
         for b in self.baselines:
@@ -159,6 +166,7 @@ def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = N
         slo_met=chosen.slo_excess <= 0,
         slo_report=frozen_mapping(report),
         measured_ms=measured,
+        study_name=study.study_name if config.storage else None,
     )
 
 
@@ -204,17 +212,15 @@ def _objectives(sim: SimResult, config: SearchConfig) -> list[float]:
 def _run_study(table: CostTable, config: SearchConfig, baselines: Sequence[Baseline]) -> optuna.Study:
     if config.multi_objective:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(seed=config.seed)
-        directions = ["minimize"] * (1 + len(config.slo_ms))
+        directions: list[Direction] = ["minimize"] * (1 + len(config.slo_ms))
     else:
         sampler = optuna.samplers.TPESampler(seed=config.seed)
         directions = ["minimize"]
-    study = optuna.create_study(
-        storage=config.storage,
-        study_name=config.study_name if config.storage else None,
-        sampler=sampler,
-        directions=directions,
-        load_if_exists=True,
-    )
+    if config.storage:
+        study = open_study(table, config.storage, _objective_key(config), config.study_name,
+                           sampler, directions)
+    else:
+        study = optuna.create_study(sampler=sampler, directions=directions)
     if not study.trials:
         for params in _baseline_params(table, config):
             study.enqueue_trial(params)
@@ -237,6 +243,15 @@ def _run_study(table: CostTable, config: SearchConfig, baselines: Sequence[Basel
             show_progress_bar=config.progress,
         )
     return study
+
+
+def _objective_key(config: SearchConfig) -> dict[str, Any]:
+    """What a stored trial's values and constraints mean (see :mod:`cosched.search.study`)."""
+    return {
+        "multi_objective": config.multi_objective,
+        "slo_ms": sorted(config.slo_ms.items()),
+        "threshold": repr(config.threshold),
+    }
 
 
 def _baseline_params(table: CostTable, config: SearchConfig) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,10 @@ class SyntheticCostModel(CostModel):
         # Keyed by id(graph); the graph is kept beside the value so that a later graph
         # reusing a freed graph's id never reads its shares.
         self._shares: dict[tuple[int, int], tuple[Graph, float]] = {}
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.name, "peak_flops": self.peak_flops, "bandwidth": self.bandwidth,
+                "overhead_ms": self.overhead_ms, "strength": self.strength}
 
     def predict_task(self, graph: Graph, task: Task) -> float:
         cost = graph.task_cost(task)

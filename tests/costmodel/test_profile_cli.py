@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+from dataclasses import replace
 
 import pytest
 
 from cosched.cli import profile as cli_profile
+from cosched.costmodel.store import ProfileStore
 from cosched.costmodel.xgb import XGBoostModel
-from cosched.errors import ConfigError
+from cosched.errors import ConfigError, ProfileError
 
 
 def test_run_profile_writes_store_model_and_metrics(make_mlp, monkeypatch, tmp_path):
@@ -69,4 +73,71 @@ def test_every_batch_size_is_checked(tmp_path):
     assert args.batch == [1, 0]
     args.quiet = True
     with pytest.raises(ConfigError, match="every --batch"):
+        args.func(args)
+
+
+def _profile_dir(folder, device, data, fit=True):
+    """A folder as `cosched profile -o` writes it: the store, and the model fitted on it."""
+    with ProfileStore(folder / "profiles.sqlite") as store:
+        store.add_standalone(device, list(data.standalone.values()))
+        store.add_groups(device, data.groups)
+    if fit:
+        XGBoostModel(device, rounds=60).fit(data).save(folder / "model")
+    return folder
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli_profile.register(parser.add_subparsers())
+    args = parser.parse_args(["profile", *argv])
+    args.quiet = True
+    return args
+
+
+def test_evaluate_on_reports_metrics_of_another_store_without_training(
+        device, make_profiles, tmp_path, capsys):
+    trained = _profile_dir(tmp_path / "trained", device, make_profiles(device, n=16, seed=0))
+    other = _profile_dir(tmp_path / "other", device, make_profiles(device, n=24, seed=1), fit=False)
+    model_files = {p.name: p.read_bytes() for p in (trained / "model").iterdir()}
+    args = _parse("--evaluate-on", str(other / "profiles.sqlite"), "-o", str(trained))
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "corun_mape" in out and "standalone_spearman" in out
+    written = json.loads((trained / "transfer-profiles.json").read_text())
+    assert written["test_signatures"] == written["standalone_signatures"] == 24
+    assert written["shared_signatures"] == 16  # the 8 others are shapes the model never saw
+    assert written["fingerprint"] == device.fingerprint
+    for key in cli_profile.REPORTED:
+        assert key in written
+    assert written["corun_mape"] >= 0 and -1 <= written["corun_spearman"] <= 1
+    # nothing was measured or fitted: the model is as it was, the other store unchanged
+    assert {p.name: p.read_bytes() for p in (trained / "model").iterdir()} == model_files
+    assert sorted(p.name for p in trained.iterdir()) == ["model", "profiles.sqlite", "transfer-profiles.json"]
+    with ProfileStore(other / "profiles.sqlite") as store:
+        assert len(store.load(device.fingerprint).standalone) == 24
+
+
+def test_evaluate_on_a_store_of_another_device_warns(device, make_device, make_profiles, tmp_path, caplog):
+    trained = _profile_dir(tmp_path / "trained", device, make_profiles(device, n=16))
+    elsewhere = make_device(fingerprint="fedcba9876543210", name="other cpu")
+    data = replace(make_profiles(device, n=16, seed=2), device=elsewhere)
+    other = _profile_dir(tmp_path / "other", elsewhere, data, fit=False)
+    with caplog.at_level(logging.WARNING, logger="cosched.cli.profile"):
+        metrics = cli_profile.run_evaluate(output=trained, store=other / "profiles.sqlite")
+    assert "evaluating across devices" in caplog.text
+    assert metrics["fingerprint"] == "fedcba9876543210" and metrics["test_signatures"] == 16
+
+
+def test_evaluate_on_refuses_what_it_cannot_use(device, make_profiles, tmp_path):
+    trained = _profile_dir(tmp_path / "trained", device, make_profiles(device, n=8))
+    store = str(trained / "profiles.sqlite")
+    args = _parse("--evaluate-on", store, "--budget-s", "10", "--seed", "3", "-o", str(trained))
+    with pytest.raises(ConfigError, match="--budget-s, --seed do not apply"):
+        args.func(args)
+    args = _parse("--evaluate-on", str(tmp_path / "none.sqlite"), "-o", str(trained))
+    with pytest.raises(ProfileError, match=r"none\.sqlite: no such profile store"):
+        args.func(args)
+    assert not (tmp_path / "none.sqlite").exists()
+    args = _parse("--evaluate-on", store, "-o", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"model/metadata\.json"):
         args.func(args)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -140,3 +141,18 @@ def test_runner_of_an_unsupported_op_names_task_and_op(make_mlp):
                                   for i, op in enumerate(graph.ops)))
     with pytest.raises(UnsupportedOpError, match=r"cannot be profiled.*FancyOp"):
         TaskRunner(bad, bad.tasks[0], torch.device("cpu"), {})
+
+
+def test_anchored_groups_each_hold_an_anchor(make_mlp, device):
+    records = {}
+    for width in (8, 16, 32, 64, 128, 256):
+        graph = make_mlp((width, width))
+        sig = task_signature(graph, graph.tasks[0])
+        records[sig] = StandaloneRecord(sig, task_features(graph, graph.tasks[0]), width / 100)
+    anchors = sorted(records)[:2]
+    groups = list(itertools.islice(plan_groups(records, device, (2, 3, 4), anchors=anchors), 60))
+    assert all(g[0] in anchors for g in groups)
+    assert [len(g) for g in groups[:6]] == [2, 3, 4, 2, 3, 4]
+    assert {g[0] for g in groups} == set(anchors)  # anchors take turns
+    assert len({frozenset(g[1:]) for g in groups if len(g) == 2}) > 2  # co-runners vary
+    assert list(plan_groups(records, device, (2,), anchors=["not measured"])) == []

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from cosched.costmodel import xgb
-from cosched.costmodel.evaluate import evaluate, spearman, split_by_signature
+from cosched.costmodel.evaluate import evaluate, evaluate_on, spearman, split_by_signature
 from cosched.costmodel.xgb import XGBoostModel
 from cosched.errors import CostModelError
 
@@ -86,6 +88,28 @@ def test_evaluate_reports_metrics_that_beat_no_interference(make_device, make_pr
         assert key in metrics
     # the synthetic law slows every member by 30-90 %, which ignoring interference misses
     assert metrics["slowdown_mape"] < metrics["no_interference_slowdown_mape"]
+
+
+def test_evaluate_on_judges_a_fitted_model_on_every_record_without_fitting(make_device, make_profiles):
+    device = make_device()
+    model = XGBoostModel(device, rounds=60).fit(make_profiles(device, n=16, seed=0))
+    before = model.identity()
+    other = make_profiles(device, n=24, seed=1)  # 8 layer shapes the model never saw
+    metrics = evaluate_on(model, other)
+    assert model.identity() == before
+    assert metrics["test_signatures"] == 24 and metrics["samples"] == other.samples
+    assert metrics["test_corun_members"] == sum(len(g.signatures) for g in other.groups)
+    assert "train_signatures" not in metrics
+    assert 0 <= metrics["corun_mape"] < math.inf and -1 <= metrics["standalone_spearman"] <= 1
+    assert metrics["slowdown_mape"] < metrics["no_interference_slowdown_mape"]
+
+
+def test_evaluate_on_without_groups_is_named(make_device, make_profiles):
+    device = make_device()
+    model = XGBoostModel(device, rounds=20).fit(make_profiles(device, n=8))
+    alone = replace(make_profiles(device, n=8), groups=())
+    with pytest.raises(CostModelError, match="no co-run group holds a signature with a standalone profile"):
+        evaluate_on(model, alone)
 
 
 def test_spearman():

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import logging
 import math
 
+import optuna
 import pytest
 from search_helpers import make_table
 
@@ -122,3 +124,55 @@ def test_study_resumes_from_storage(table, tmp_path):
     assert first.trials == 4
     assert second.trials == 7
     assert second.sim.makespan <= first.sim.makespan
+
+
+def test_study_of_another_graph_model_or_objective_is_not_resumed(table, tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    other_graph = CostTable(random_task_graph(14, n_tenants=3, seed=5), SyntheticCostModel())
+    other_model = CostTable(table.graph, SyntheticCostModel(strength=0.3))
+    first = optimize(table, SearchConfig(trials=4, storage=url))
+    with caplog.at_level(logging.INFO, logger="cosched.search.study"):
+        caplog.clear()
+        graph_run = optimize(other_graph, SearchConfig(trials=3, storage=url))
+        assert "new study" in caplog.text and "(another graph)" in caplog.text
+        caplog.clear()
+        model_run = optimize(other_model, SearchConfig(trials=3, storage=url))
+        assert "(another cost model)" in caplog.text and "(another graph and cost model)" in caplog.text
+        caplog.clear()
+        objective_run = optimize(table, SearchConfig(trials=3, threshold=1.5, storage=url))
+        assert caplog.text.count("(another objective)") == 1
+        caplog.clear()
+        again = optimize(table, SearchConfig(trials=3, storage=url))
+        assert "resuming study" in caplog.text and "4 trials so far" in caplog.text
+    assert (graph_run.trials, model_run.trials, objective_run.trials) == (3, 3, 3)
+    assert again.trials == 7 and again.study_name == first.study_name
+    names = {first.study_name, graph_run.study_name, model_run.study_name, objective_run.study_name}
+    assert len(names) == 4 and all(n.startswith("cosched-search-") for n in names)
+    assert set(optuna.get_all_study_names(url)) == names
+
+
+def test_named_study_made_for_another_graph_is_refused(table, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optimize(table, SearchConfig(trials=2, storage=url, study_name="mine"))
+    other = CostTable(random_task_graph(10, n_tenants=2, seed=1), SyntheticCostModel())
+    with pytest.raises(ConfigError, match=r"study 'mine' .* is not this compilation's: it has another graph;"):
+        optimize(other, SearchConfig(trials=2, storage=url, study_name="mine"))
+    assert optimize(table, SearchConfig(trials=2, storage=url, study_name="mine")).trials == 4
+
+
+def test_unkeyed_study_of_an_older_cosched_is_left_alone(table, tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    old = optuna.create_study(storage=url, study_name="cosched-search")
+    old.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    with caplog.at_level(logging.INFO, logger="cosched.search.study"):
+        result = optimize(table, SearchConfig(trials=3, storage=url))
+    assert result.trials == 3 and result.study_name != "cosched-search"
+    assert "not resuming 'cosched-search' (no cosched key: an older cosched" in caplog.text
+    with pytest.raises(ConfigError, match="no cosched key"):
+        optimize(table, SearchConfig(trials=1, storage=url, study_name="cosched-search"))
+
+
+def test_unusable_storage_is_a_config_error(table, tmp_path):
+    url = f"sqlite:///{tmp_path / 'missing' / 'folder' / 'study.db'}"
+    with pytest.raises(ConfigError, match=r"study storage 'sqlite:///.*missing"):
+        optimize(table, SearchConfig(trials=1, storage=url))
