@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_model_options(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default cpu)")
     parser.add_argument("--cost-model", default="auto", metavar="DIR|roofline|auto",
-                        help="auto: the cached model of this device, else profile for --profile-budget "
-                             "seconds, else roofline (default); roofline: no profiling; DIR: written "
-                             "by `cosched profile`")
+                        help="auto (default): this device's cached model, topped up by profiling the "
+                             "task signatures its store lacks within --profile-budget seconds and "
+                             "refitted (no cache: profile the models; nothing measured: roofline); "
+                             "roofline: no profiling; DIR: written by `cosched profile`")
     parser.add_argument("--profile-budget", type=float, default=60.0, metavar="S",
                         help="seconds of profiling --cost-model auto may spend (default 60; 0: none)")
     parser.add_argument("--trials", type=int, default=100, metavar="N", help="search trials (default 100)")
@@ -60,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="run the best candidates and the sequential baseline on the device "
                              "and keep the fastest measured (never slower than sequential)")
     parser.add_argument("--study", metavar="sqlite:///FILE.db",
-                        help="persist the Optuna study there; running again resumes it")
+                        help="persist the Optuna study there; running again resumes it for the same graph, cost "
+                             "model and objective (another gets a new study in the same file)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_main)
 

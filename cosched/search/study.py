@@ -65,7 +65,8 @@ def study_key(table: CostTable, objective: Mapping[str, Any]) -> dict[str, str]:
         cost = graph.task_cost(task)
         tasks.append([task.id, task.tenant, task_signature(graph, task), list(preds),
                       [cost.flops, cost.bytes_read, cost.bytes_written, cost.param_bytes]])
-    model = {"identity": table.model.identity(), "launch_overhead_ms": table.launch_overhead_ms}
+    model = {"identity": table.model.identity(), "launch_overhead_ms": table.launch_overhead_ms,
+             "runtime": table.runtime.to_json()}
     return {
         "graph": _digest({"tenants": list(table.tenants), "tasks": tasks}),
         "cost_model": _digest(model),
