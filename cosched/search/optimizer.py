@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
 from cosched.errors import ConfigError, SLOError
 from cosched.ir.graph import frozen_mapping
@@ -25,6 +26,7 @@ from cosched.search.decoder import DecoderKnobs, decode
 from cosched.search.improve import improve
 from cosched.search.schedule import Schedule
 from cosched.search.simulator import Interference, SimResult, simulate
+from cosched.search.storage import check_storage
 
 __all__ = ["Candidate", "SearchConfig", "SearchResult", "knobs_from_params", "optimize"]
 
@@ -69,6 +71,8 @@ class SearchConfig:
         for tenant, slo in self.slo_ms.items():
             if not slo > 0:
                 raise ConfigError(f"SLO of tenant {tenant!r} must be > 0 ms, got {slo}")
+        if self.storage is not None:
+            check_storage(self.storage)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The chosen schedule and everything needed to judge it."""
+    """The chosen schedule and everything needed to judge it. ``trials`` counts the study's
+    completed trials (with ``trials=0`` none run: only the baselines are decoded)."""
 
     schedule: Schedule
     sim: SimResult
@@ -151,7 +156,7 @@ def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = N
         schedule=chosen.schedule,
         sim=sim,
         baselines=baselines,
-        trials=len(study.trials),
+        trials=sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
         pareto=pareto,
         violations=violations,
         interference_unavoidable=bool(violations),
@@ -206,13 +211,17 @@ def _run_study(table: CostTable, config: SearchConfig, baselines: Sequence[Basel
     else:
         sampler = optuna.samplers.TPESampler(seed=config.seed)
         directions = ["minimize"]
-    study = optuna.create_study(
-        storage=config.storage,
-        study_name=config.study_name if config.storage else None,
-        sampler=sampler,
-        directions=directions,
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            storage=config.storage,
+            study_name=config.study_name if config.storage else None,
+            sampler=sampler,
+            directions=directions,
+            load_if_exists=True,
+        )
+    except (SQLAlchemyError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"study storage {config.storage!r} cannot hold the study: {reason}") from None
     if not study.trials:
         for params in _baseline_params(table, config):
             study.enqueue_trial(params)
