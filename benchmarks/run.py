@@ -1,7 +1,7 @@
 """Side-by-side benchmark of a cosched plan against sequential execution and its peers.
 
     MALLOC_TOP_PAD_=$((512<<20)) .venv/bin/python -m benchmarks.run --mix tiny|vision|mixed \\
-        --device cpu|cuda [--iters N] [--warmup N] [--trials N] [--cost-model auto|roofline|DIR] \\
+        --device cpu|cuda [--batch N] [--iters N] [--warmup N] [--trials N] [--cost-model auto|roofline|DIR] \\
         [--seed N] [--write BENCHMARKS.md] [--json FILE]
 
 In one process, on the same inputs (the zoo's example inputs per tenant), runs interleaved
@@ -18,6 +18,8 @@ In one process, on the same inputs (the zoo's example inputs per tenant), runs i
   ort-sequential        onnxruntime sessions one after another (d)
   ort-threads           onnxruntime sessions concurrently, one thread per tenant (e)
   cuda-graph-per-model  on CUDA: each model in its own CUDA graph, one after another (f)
+  plan-cuda-graph       on CUDA: the plan captured as one multi-stream CUDA graph
+  stream-per-tenant-cuda-graph  on CUDA: (c) captured as one CUDA graph
 
 Reports medians, spreads (IQR / median), time ratios against sequential and against the plan,
 the plan's predicted vs measured ms, and checks that every runner's outputs agree with
@@ -94,18 +96,25 @@ class Bench:
 
 def prepare(mix: str, device: str = "cpu", *, trials: int = 40, cost_model: str = "auto",
             seed: int = 0, study: str | None = None, interference_threshold: float = 1.10,
-            progress: bool = False) -> Bench:
+            progress: bool = False, batch: int | None = None) -> Bench:
     """Export and compile ``mix`` for ``device`` and build every runner over the same inputs.
 
     Sets the calling thread's torch intra-op threads to every available core, so sequential
     execution (which runs in this thread) gets the whole machine. ``study`` is an Optuna
     storage URL ("sqlite:///FILE.db") the search persists to, for plotting its history.
+    ``batch`` overrides the mix's batch size.
     """
+    import dataclasses
+
     import torch
 
     import cosched
 
     chosen = get_mix(mix)
+    if batch is not None:
+        if batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {batch}")
+        chosen = dataclasses.replace(chosen, batch=batch)
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -149,6 +158,15 @@ def _cosched_runners(compiled: CompiledPlan, feeds: Outputs) -> list[Runner]:
         Runner("stream-per-tenant", "cosched executor, one stream/thread per tenant",
                lambda: per_tenant.run(feeds), close=per_tenant.close),
     ]
+    if compiled.plan.device_kind == "cuda":
+        graphed = Executor(compiled.plan, compiled.graph, cuda_graph=True)
+        per_tenant_graphed = Executor(per_tenant_plan, compiled.graph, cuda_graph=True)
+        runners += [
+            Runner("plan-cuda-graph", f"cosched plan, {streams} stream(s), captured as one CUDA graph",
+                   lambda: graphed.run(feeds), close=graphed.close),
+            Runner("stream-per-tenant-cuda-graph", "one stream per tenant, captured as one CUDA graph",
+                   lambda: per_tenant_graphed.run(feeds), close=per_tenant_graphed.close),
+        ]
     if compiled.plan.device_kind == "cpu":
         runners.append(Runner("sequential-1-thread", "cosched tasks one after another, one intra-op thread",
                               lambda: _one_thread(sequential.run, feeds)))
@@ -309,6 +327,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="See the module docstring (benchmarks/run.py) for the runners and MALLOC_TOP_PAD_.")
     parser.add_argument("--mix", required=True, choices=("tiny", "vision", "mixed"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batch", type=int, metavar="N", help="batch size (default: the mix's, 1)")
     parser.add_argument("--iters", type=int, default=20, help="interleaved timed rounds (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     parser.add_argument("--trials", type=int, default=40, help="search trials (default 40)")
@@ -340,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _reexec_with_malloc_pad()
     bench = prepare(args.mix, args.device, trials=args.trials, cost_model=args.cost_model,
                     seed=args.seed, interference_threshold=args.interference_threshold,
-                    progress=not args.quiet)
+                    progress=not args.quiet, batch=args.batch)
     try:
         result = measure(bench, iters=args.iters, warmup=args.warmup)
     finally:

@@ -18,6 +18,9 @@ from typing import Any, Literal
 from cosched.codegen import graph_for_plan, load_plan, lower
 from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import CostModel, DeviceSpec
+from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
+from cosched.costmodel.profiler import standalone_threads
+from cosched.costmodel.roofline import RooflineModel
 from cosched.costmodel.select import resolve_cost_model
 from cosched.errors import ConfigError
 from cosched.ir import analyse, fuse, load_models
@@ -87,7 +90,8 @@ def compile(
     _check_slo_tenants(slo_ms, graph.tenant_names)                # before any profiling
     graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
-    table = CostTable(graph, model)                               # latencies, cached slowdowns
+    runtime = runtime_costs(spec, model)                          # dispatch, waits, threads
+    table = CostTable(graph, model, runtime=runtime)              # latencies, cached slowdowns
     timer = schedule_timer(graph, spec, random_inputs(graph)) if measure else None
     result = optimize(table, config, timer)                       # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
@@ -134,6 +138,13 @@ def _check_options(*, models: Any, device: Any, cost_model: Any, trials: Any, se
 
 def _real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
+    """The device's measured runtime costs, relative to the thread count ``model``'s
+    latencies assume: the profiler's standalone threads, or every core for the roofline."""
+    base = spec.cores if isinstance(model, RooflineModel) else standalone_threads(spec)
+    return measure_runtime_costs(spec, base_threads=base if spec.kind == "cpu" else 1)
 
 
 def _check_slo_tenants(slo_ms: Mapping[str, float] | None, tenants: Sequence[str]) -> None:

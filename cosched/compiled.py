@@ -48,6 +48,8 @@ class CompiledPlan:
         self.measured: dict[str, Any] = {}
         #: what the last :meth:`run` found non-finite (NaN / inf), one message per tensor
         self.last_warnings: list[str] = []
+        #: CUDA plans: run as one captured CUDA graph (set before the first run)
+        self.cuda_graph = False
         self._executor: Executor | None = None
         self._sequential: SequentialExecutor | None = None
         self._reference: SequentialExecutor | None = None
@@ -56,7 +58,7 @@ class CompiledPlan:
     def executor(self) -> Executor:
         if self._executor is None:
             check_device(self.plan)
-            self._executor = Executor(self.plan, self.graph)
+            self._executor = Executor(self.plan, self.graph, cuda_graph=self.cuda_graph)
         return self._executor
 
     @property

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs first (default 2)")
     parser.add_argument("--compare", choices=("sequential",), help="also run sequential execution and compare")
     parser.add_argument("--trace", metavar="FILE.json", help="write a Chrome trace of one profiled run")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="CUDA plans: capture the whole plan once as one CUDA graph and replay it")
     parser.add_argument("--write-profile", metavar="STORE.sqlite",
                         help="profile 5 runs and append their task timings to this profile store "
                              "(alone -> standalone records, mutually overlapping pairs -> co-run groups)")
@@ -64,6 +66,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.write_profile:
         check_output_file(args.write_profile, "--write-profile")
     compiled = cosched.load(args.plan_dir)
+    if args.cuda_graph and compiled.plan.device_kind != "cuda":
+        compiled.close()
+        raise ConfigError(f"--cuda-graph needs a CUDA plan; {args.plan_dir} targets {compiled.plan.device_kind}")
+    compiled.cuda_graph = args.cuda_graph
     try:
         report = _run(compiled, args)
     finally:

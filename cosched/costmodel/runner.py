@@ -46,7 +46,7 @@ import torch
 
 from cosched.errors import CoschedError, ProfileError, UnsupportedOpError
 from cosched.ir.graph import Graph, Task
-from cosched.runtime.kernels import prepare_kernels
+from cosched.runtime.kernels import host_values, prepare_kernels
 from cosched.runtime.traced import example_inputs, trace_task
 
 __all__ = ["CorunMeasure", "TaskRunner", "corun_cpu", "corun_cuda", "loop_concurrent", "time_standalone"]
@@ -63,13 +63,15 @@ class TaskRunner:
     def __init__(self, graph: Graph, task: Task, device: torch.device,
                  weights: Mapping[str, np.ndarray], seed: int = 0, trace: bool | None = None) -> None:
         self.label = f"task {task.id} ({task.name or task.tenant})"
-        try:
-            self._kernels = prepare_kernels(graph.task_ops(task))
+        ops = graph.task_ops(task)
+        reads = graph.task_inputs(task)
+        on_host = {n: self._fixed(graph, n, weights) for n in reads
+                   if n in graph.constants or graph.tensor(n).kind == "weight"}
+        try:  # shapes and axes bound as host values, as the executor binds them
+            self._kernels = prepare_kernels(ops, host=host_values(ops, on_host), device=device)
         except UnsupportedOpError as exc:
             raise UnsupportedOpError(f"{self.label} cannot be profiled: {exc}") from exc
-        reads = graph.task_inputs(task)
-        fixed = {n: self._fixed(graph, n, weights).to(device) for n in reads
-                 if n in graph.constants or graph.tensor(n).kind == "weight"}
+        fixed = {n: t.to(device) for n, t in on_host.items()}
         activations = [n for n in reads if n not in fixed]
         self._inputs = {**fixed, **example_inputs(graph, activations, {}, device, 2 * seed)}
         self._program: Callable[[dict[str, torch.Tensor]], None] = self._eager

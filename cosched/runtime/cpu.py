@@ -1,8 +1,20 @@
-"""CPU backend: one persistent worker thread per plan stream, events as thread events.
+"""CPU backend: stream 0 on the calling thread, one persistent worker thread per other
+stream, events as thread events.
 
-Each worker sets its own intra-op thread count and inference mode once (both are per
-thread in torch), then waits for runs. A run clears every event, hands the shared
-environment to all workers and waits for each to report. A failing task aborts the run:
+Each stream's program (:mod:`cosched.runtime.program`) drives a machine whose events are
+thread events. Each worker sets its own intra-op thread count and inference mode once
+(both are per thread in torch), then waits for runs; the caller sets its count for the
+length of each run and restores it after. A run clears every event, hands the shared
+environment to the workers, runs stream 0 and waits for each worker to report.
+
+Why the caller runs a stream: every thread that runs torch ops with more than one intra-op
+thread owns an OpenMP team, idle or not. Once the process holds more OpenMP threads than
+cores, libgomp stops spinning between parallel regions and puts team threads to sleep,
+so every op pays a futex wake-up. With a stream on a worker thread beside the caller's own
+team, a one-stream plan measured 1.55x slower than the same tasks on the caller, and the
+caller's sequential work after it 1.6x slower while the worker sat idle (vision mix,
+2 cores; `benchmarks/omp_teams.py`). With stream 0 on the caller and the cores shared out,
+the process never holds more intra-op threads than cores. A failing task aborts the run:
 the other workers stop at their next instruction, and waits poll the abort flag, so the
 run ends with a :class:`RuntimeFailure` naming the task instead of hanging. A wait that
 outlasts ``wait_timeout_s`` fails the same way, naming the event and its recording task.
@@ -18,9 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cosched.codegen.plan import Plan, StreamPlan
 from cosched.errors import RuntimeFailure
-from cosched.runtime.executor import Backend, TaskProgram
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 from cosched.runtime.trace import TaskTiming
 
 __all__ = ["CpuBackend"]
@@ -44,29 +55,28 @@ class CpuBackend(Backend):
 
     def __init__(
         self,
-        plan: Plan,
-        programs: Mapping[int, TaskProgram],
+        program: PlanProgram,
+        tasks: Mapping[int, TaskProgram],
         *,
         threads_per_stream: int = 1,
         wait_timeout_s: float = 300.0,
         delay: Callable[[int], float] | None = None,
     ) -> None:
-        self.plan = plan
-        self.programs = programs
+        self.program = program
+        self.tasks = tasks
         self.threads_per_stream = threads_per_stream
         self.wait_timeout_s = wait_timeout_s
         self.delay = delay
-        self._events = [threading.Event() for _ in plan.events]
-        self._recorder = {e.id: e.after_task for e in plan.events}
+        self._events = [threading.Event() for _ in range(program.num_events)]
         self._abort = threading.Event()
         self._lock = threading.Lock()
         self._inboxes: list[queue.Queue[_Run | None]] = []
         self._outbox: queue.Queue[tuple[int, BaseException | None, list[TaskTiming]]] = queue.Queue()
         self._threads = []
-        for stream in plan.streams:
+        for stream in range(1, len(program.streams)):
             inbox: queue.Queue[_Run | None] = queue.Queue()
             thread = threading.Thread(target=self._worker, args=(stream, inbox),
-                                      name=f"cosched-stream-{stream.id}", daemon=True)
+                                      name=f"cosched-stream-{stream}", daemon=True)
             thread.start()
             self._inboxes.append(inbox)
             self._threads.append(thread)
@@ -82,11 +92,26 @@ class CpuBackend(Backend):
             run = _Run(env, profile, time.perf_counter_ns())
             for inbox in self._inboxes:
                 inbox.put(run)
-            return self._collect()
+            return self._collect(self._run_here(run))
 
-    def _collect(self) -> tuple[TaskTiming, ...]:
-        errors: list[tuple[int, BaseException]] = []
-        timings: list[TaskTiming] = []
+    def _run_here(self, run: _Run) -> tuple[int, BaseException | None, list[TaskTiming]]:
+        """Stream 0 on the calling thread, with the plan's intra-op thread count meanwhile."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads_per_stream)
+        machine = _Worker(self, run)
+        try:
+            with torch.inference_mode():
+                self.program.streams[0](machine)
+        except BaseException as exc:  # reported with the workers' results, never swallowed
+            self._abort.set()
+            return 0, exc, machine.done
+        finally:
+            torch.set_num_threads(before)
+        return 0, None, machine.done
+
+    def _collect(self, here: tuple[int, BaseException | None, list[TaskTiming]]) -> tuple[TaskTiming, ...]:
+        stream, error, timings = here
+        errors: list[tuple[int, BaseException]] = [(stream, error)] if error is not None else []
         # Every worker answers once per run: its waits time out and poll the abort flag, so
         # only a kernel that never returns could keep it (no timeout can interrupt a kernel).
         for _ in self._inboxes:
@@ -102,54 +127,21 @@ class CpuBackend(Backend):
             raise RuntimeFailure(f"stream {stream} failed: {type(error).__name__}: {error}") from error
         return tuple(sorted(timings, key=lambda t: (t.start_us, t.stream)))
 
-    def _worker(self, stream: StreamPlan, inbox: queue.Queue[_Run | None]) -> None:
+    def _worker(self, stream: int, inbox: queue.Queue[_Run | None]) -> None:
         torch.set_num_threads(self.threads_per_stream)
         with torch.inference_mode():
             while True:
                 run = inbox.get()
                 if run is None:
                     return
-                done: list[TaskTiming] = []
+                machine = _Worker(self, run)
                 try:
-                    self._run_stream(stream, run, done)
+                    self.program.streams[stream](machine)
                 except BaseException as exc:  # reported to the caller, never swallowed
                     self._abort.set()
-                    self._outbox.put((stream.id, exc, done))
+                    self._outbox.put((stream, exc, machine.done))
                 else:
-                    self._outbox.put((stream.id, None, done))
-
-    def _run_stream(self, stream: StreamPlan, run: _Run, done: list[TaskTiming]) -> None:
-        env = run.env
-        for ins in stream.instructions:
-            if self._abort.is_set():
-                raise _Aborted
-            if ins.op == "wait":
-                self._wait(stream.id, ins.event)  # type: ignore[arg-type]
-            elif ins.op == "record":
-                self._events[ins.event].set()  # type: ignore[index]
-            else:
-                program = self.programs[ins.task]  # type: ignore[index]
-                if self.delay is not None:
-                    time.sleep(self.delay(program.id))
-                start = time.perf_counter_ns()
-                program(env)
-                if run.profile:
-                    end = time.perf_counter_ns()
-                    done.append(TaskTiming(program.id, stream.id, 0, (start - run.t0) / 1e3, (end - run.t0) / 1e3))
-                for name in program.frees:
-                    env.pop(name, None)
-
-    def _wait(self, stream: int, event: int) -> None:
-        deadline = time.monotonic() + self.wait_timeout_s
-        flag = self._events[event]
-        while not flag.wait(POLL_S):
-            if self._abort.is_set():
-                raise _Aborted
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(
-                    f"stream {stream} waited {self.wait_timeout_s:g} s for event {event} "
-                    f"(recorded after task {self._recorder[event]}) and gave up"
-                )
+                    self._outbox.put((stream, None, machine.done))
 
     def close(self) -> None:
         if self._closed:
@@ -160,3 +152,50 @@ class CpuBackend(Backend):
         for thread in self._threads:
             thread.join(timeout=5.0)
 
+
+class _Worker:
+    """The machine of one stream's worker thread for one run (see
+    :class:`cosched.runtime.program.Machine`): events are thread events, and every step
+    first checks whether another worker failed."""
+
+    def __init__(self, backend: CpuBackend, run: _Run) -> None:
+        self.backend = backend
+        self.run_state = run
+        self.done: list[TaskTiming] = []
+
+    def run(self, stream: int, task: int) -> None:
+        backend, run = self.backend, self.run_state
+        if backend._abort.is_set():
+            raise _Aborted
+        program = backend.tasks[task]
+        if backend.delay is not None:
+            time.sleep(backend.delay(task))
+        start = time.perf_counter_ns()
+        program.run(run.env, stream)
+        if run.profile:
+            end = time.perf_counter_ns()
+            self.done.append(TaskTiming(task, stream, 0, (start - run.t0) / 1e3, (end - run.t0) / 1e3))
+
+    def record(self, stream: int, event: int) -> None:
+        if self.backend._abort.is_set():
+            raise _Aborted
+        self.backend._events[event].set()
+
+    def wait(self, stream: int, event: int) -> None:
+        backend = self.backend
+        deadline = time.monotonic() + backend.wait_timeout_s
+        flag = backend._events[event]
+        while not flag.wait(POLL_S):
+            if backend._abort.is_set():
+                raise _Aborted
+            if time.monotonic() > deadline:
+                recorder = backend.program.recorders.get(event)
+                after = f" (recorded after task {recorder})" if recorder is not None else ""
+                raise RuntimeFailure(
+                    f"stream {stream} waited {backend.wait_timeout_s:g} s for event {event}{after} and gave up"
+                )
+
+    def free(self, stream: int, tensors: tuple[str, ...]) -> None:
+        env = self.run_state.env
+        for name in tensors:
+            env.pop(name, None)

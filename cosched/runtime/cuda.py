@@ -1,62 +1,141 @@
 """CUDA backend: one ``torch.cuda.Stream`` per plan stream, issued from one host thread.
 
-Tasks are issued in the plan's ``issue_order`` (interleaved across streams by predicted
-start), which the verifier proved issues every event record before any wait on it (a CUDA
-wait on a never-recorded event is a no-op, so order matters). Plan streams fork from the
-caller's current stream (where inputs were copied) and join back into it. A tensor freed on
-a stream other than the one that allocated it is ``record_stream``-ed first, so the caching
-allocator does not hand its memory out while the freeing stream may still read it.
+One thread issues the plan's steps in their one-thread order
+(:func:`cosched.codegen.steps.issue_steps`, interleaved across streams by predicted start),
+in which every event is recorded before any wait on it: a CUDA wait on an event never
+recorded is a no-op, so order matters. Plan streams fork from the caller's current stream
+(where inputs were copied) and join back into it, also when a task fails.
 
-With ``cuda_graph=True`` the first run warms up eagerly, then captures the whole
-multi-stream plan into one CUDA graph (streams fork from and join into the capture stream
-through events) with static input buffers; later runs copy inputs in and replay. Nothing
-is freed during capture: the graph's private pool keeps every intermediate alive.
+Memory: a task that reads a tensor another task wrote calls ``record_stream`` for its own
+stream on that tensor, at every such use. The caching allocator then keeps the memory from
+being handed out again until that stream's work on it is done, whichever stream allocated
+it and whichever stream frees it; this covers aliases too (a view or Identity output shares
+storage allocated on its producer's stream).
+
+With ``cuda_graph=True`` the first run warms up eagerly on a side stream (a few rounds, as
+PyTorch asks before capture), then captures the whole multi-stream plan into one CUDA graph
+(streams fork from and join into the capture stream through events) with static input
+buffers; later runs copy inputs in and replay. Nothing is freed during capture: the graph's
+private pool keeps every intermediate alive. A task that fails during capture still has
+every stream joined before capture ends, so its own error is the one reported.
+
+All CUDA calls go through :class:`TorchCuda`; tests of the issuing logic replace it with a
+recording stand-in (``tests/runtime/test_cuda_issue.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
-from cosched.codegen.plan import Plan
 from cosched.errors import ConfigError, DeviceError, RuntimeFailure
-from cosched.runtime.executor import Backend, TaskProgram
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 from cosched.runtime.trace import TaskTiming
 
-__all__ = ["CudaBackend"]
+__all__ = ["CudaBackend", "TorchCuda"]
+
+#: Eager rounds on a side stream before capture (PyTorch's CUDA-graph notes ask for a few).
+WARMUP_ROUNDS = 3
 
 
-@dataclass(frozen=True)
-class _Step:
-    program: TaskProgram
-    stream: int
-    waits: tuple[int, ...]
-    record: int | None
-    cross_frees: frozenset[str]
+class TorchCuda:
+    """Every CUDA call the backend makes: plan streams and events, forks and joins,
+    timing events, ``record_stream`` and graph capture. Stream arguments are plan stream
+    ids; ``main`` arguments are the streams that fork and join the plan's."""
+
+    def __init__(self, device: torch.device, priorities: tuple[int, ...], num_events: int) -> None:
+        if not torch.cuda.is_available():
+            raise DeviceError("the plan targets CUDA, but torch sees no CUDA device here "
+                              "(is this torch built with CUDA?); compile for --device cpu instead")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"plan targets {device}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+        self.device = device
+        self.streams = [torch.cuda.Stream(device=device, priority=p) for p in priorities]
+        self.events = [torch.cuda.Event() for _ in range(num_events)]
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with torch.cuda.device(self.device), torch.inference_mode():
+            yield
+
+    def current(self) -> Any:
+        return torch.cuda.current_stream(self.device)
+
+    def side_stream(self) -> Any:
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(self.current())
+        return side
+
+    def use(self, main: Any) -> Any:
+        return torch.cuda.stream(main)
+
+    def fork(self, main: Any, timed: bool) -> Any:
+        start = torch.cuda.Event(enable_timing=timed)
+        start.record(main)
+        for stream in self.streams:
+            stream.wait_event(start)
+        return start
+
+    def join(self, main: Any) -> None:
+        for stream in self.streams:
+            done = torch.cuda.Event()
+            done.record(stream)
+            main.wait_event(done)
+
+    def on(self, stream: int) -> Any:
+        return torch.cuda.stream(self.streams[stream])
+
+    def record(self, stream: int, event: int) -> None:
+        self.events[event].record(self.streams[stream])
+
+    def wait(self, stream: int, event: int) -> None:
+        self.streams[stream].wait_event(self.events[event])
+
+    def record_stream(self, tensor: torch.Tensor, stream: int) -> None:
+        if tensor.is_cuda:
+            tensor.record_stream(self.streams[stream])
+
+    def mark(self, stream: int) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(self.streams[stream])
+        return event
+
+    def elapsed_us(self, a: Any, b: Any) -> float:
+        return float(a.elapsed_time(b)) * 1e3
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def new_graph(self) -> Any:
+        return torch.cuda.CUDAGraph()
+
+    def capture(self, graph: Any, stream: Any) -> Any:
+        return torch.cuda.graph(graph, stream=stream)
 
 
 class CudaBackend(Backend):
     name = "cuda"
 
-    def __init__(self, plan: Plan, programs: Mapping[int, TaskProgram], device: torch.device,
-                 *, cuda_graph: bool = False) -> None:
-        if not torch.cuda.is_available():
-            raise DeviceError("the plan targets CUDA, but torch sees no CUDA device here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"plan targets {device}, but only {torch.cuda.device_count()} CUDA device(s) exist")
-        self.plan = plan
+    def __init__(self, program: PlanProgram, tasks: Mapping[int, TaskProgram], device: torch.device,
+                 *, input_names: tuple[str, ...], output_names: tuple[str, ...],
+                 cuda_graph: bool = False, api: Any = None) -> None:
+        self.program = program
+        self.tasks = tasks
         self.device = device
         self.use_graph = cuda_graph
-        self.streams = [torch.cuda.Stream(device=device, priority=s.priority) for s in plan.streams]
-        self.events = [torch.cuda.Event() for _ in plan.events]
-        self.steps = _steps(plan, programs)
-        self.input_names = tuple(b.tensor for b in plan.inputs)
-        self.output_names = tuple(b.tensor for b in plan.outputs)
-        self._graph: torch.cuda.CUDAGraph | None = None
+        self.api = api if api is not None else TorchCuda(device, program.priorities, program.num_events)
+        self.input_names = input_names
+        self.output_names = output_names
+        self._graph: Any = None
         self._static_inputs: dict[str, torch.Tensor] = {}
         self._static_outputs: dict[str, torch.Tensor] = {}
+
+    @property
+    def streams(self) -> list[Any]:
+        return self.api.streams
 
     def execute(self, env: dict[str, torch.Tensor], profile: bool = False) -> tuple[TaskTiming, ...]:
         if self.use_graph:
@@ -64,81 +143,65 @@ class CudaBackend(Backend):
                 raise ConfigError("profiling needs eager launches; run without cuda_graph to profile")
             self._replay(env)
             return ()
-        with torch.cuda.device(self.device), torch.inference_mode():
-            main = torch.cuda.current_stream(self.device)
-            timing = self._issue(env, main, free=True, profile=profile)
+        with self.api.session():
+            issuer = self._issue(env, self.api.current(), free=True, profile=profile)
             if not profile:
                 return ()
-            torch.cuda.synchronize(self.device)
-            base, marks = timing
-            return tuple(
-                TaskTiming(t, s, self.device.index or 0, base.elapsed_time(a) * 1e3, base.elapsed_time(b) * 1e3)
-                for t, s, a, b in marks
-            )
+            self.api.synchronize()
+            index = self.device.index or 0
+            return tuple(TaskTiming(t, s, index, self.api.elapsed_us(issuer.start, a),
+                                    self.api.elapsed_us(issuer.start, b))
+                         for t, s, a, b in issuer.marks)
 
-    def _issue(self, env: dict[str, torch.Tensor], main: torch.cuda.Stream, *, free: bool,
-               profile: bool) -> tuple[torch.cuda.Event, list[tuple[int, int, torch.cuda.Event, torch.cuda.Event]]]:
-        fork = torch.cuda.Event(enable_timing=profile)
-        fork.record(main)
-        for stream in self.streams:
-            stream.wait_event(fork)
-        marks = []
-        for step in self.steps:
-            stream = self.streams[step.stream]
-            with torch.cuda.stream(stream):
-                for e in step.waits:
-                    stream.wait_event(self.events[e])
-                if profile:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record(stream)
-                step.program(env)
-                if profile:
-                    end.record(stream)
-                    marks.append((step.program.id, step.stream, start, end))
-                if step.record is not None:
-                    self.events[step.record].record(stream)
-                if free:
-                    for name in step.program.frees:
-                        tensor = env.pop(name, None)
-                        if tensor is not None and name in step.cross_frees:
-                            tensor.record_stream(stream)
-        for stream in self.streams:
-            join = torch.cuda.Event()
-            join.record(stream)
-            main.wait_event(join)
-        return fork, marks
+    def _issue(self, env: dict[str, torch.Tensor], main: Any, *, free: bool, profile: bool) -> _Issuer:
+        """Fork the plan streams from ``main``, issue every step, join them back (always)."""
+        issuer = _Issuer(self, env, free=free, profile=profile)
+        issuer.start = self.api.fork(main, profile)
+        try:
+            self.program.issue(issuer)
+        finally:
+            self.api.join(main)
+        return issuer
 
     def _replay(self, env: dict[str, torch.Tensor]) -> None:
-        with torch.cuda.device(self.device), torch.inference_mode():
+        with self.api.session():
             if self._graph is None:
                 self._capture(env)
             for name in self.input_names:
                 self._static_inputs[name].copy_(env[name])
-            assert self._graph is not None
             self._graph.replay()
             for name in self.output_names:
                 env[name] = self._static_outputs[name]
 
     def _capture(self, env: dict[str, torch.Tensor]) -> None:
+        api = self.api
         self._static_inputs = {name: env[name].clone() for name in self.input_names}
-        warm = dict(env)
-        self._issue(warm, torch.cuda.current_stream(self.device), free=True, profile=False)
-        torch.cuda.synchronize(self.device)
+        side = api.side_stream()
+        with api.use(side):
+            for _ in range(WARMUP_ROUNDS):
+                self._issue(dict(env), side, free=True, profile=False)
+        api.current().wait_stream(side)
+        api.synchronize()
         captured = dict(env)
         captured.update(self._static_inputs)
-        graph = torch.cuda.CUDAGraph()
-        capture_stream = torch.cuda.Stream(device=self.device)
-        capture_stream.wait_stream(torch.cuda.current_stream(self.device))
+        graph = api.new_graph()
+        capture_stream = api.side_stream()
+        failure: BaseException | None = None
         try:
-            with torch.cuda.graph(graph, stream=capture_stream):
-                self._issue(captured, capture_stream, free=False, profile=False)
-        except RuntimeFailure as exc:
-            raise RuntimeFailure(f"capturing the plan into a CUDA graph failed: {exc}") from exc
-        except RuntimeError as exc:
+            with api.capture(graph, capture_stream):
+                try:
+                    self._issue(captured, capture_stream, free=False, profile=False)
+                except BaseException as exc:  # streams are joined; capture can end cleanly
+                    failure = exc
+                    raise
+        except BaseException as exc:
+            if failure is not None:  # the task's own error, not what ending the capture said
+                raise RuntimeFailure(f"capturing the plan into a CUDA graph failed: {failure}") from failure
             raise RuntimeFailure(
-                f"capturing the plan into a CUDA graph failed ({exc}); run with cuda_graph=False"
+                f"capturing the plan into a CUDA graph failed ({type(exc).__name__}: {exc}); "
+                "run with cuda_graph=False"
             ) from exc
-        torch.cuda.current_stream(self.device).wait_stream(capture_stream)
+        api.current().wait_stream(capture_stream)
         self._static_outputs = {name: captured[name] for name in self.output_names}
         self._graph = graph
 
@@ -148,25 +211,40 @@ class CudaBackend(Backend):
         self._static_outputs.clear()
 
 
-def _steps(plan: Plan, programs: Mapping[int, TaskProgram]) -> list[_Step]:
-    """Per task in issue order: its stream, the events it waits for and the one it records."""
-    stream_of = plan.stream_of_task()
-    producer_stream = {b.tensor: stream_of[b.def_task] for b in plan.buffers}
-    waits: dict[int, list[int]] = {}
-    records: dict[int, int] = {}
-    for s in plan.streams:
-        pending: list[int] = []
-        last: int | None = None
-        for ins in s.instructions:
-            if ins.op == "wait":
-                pending.append(ins.event)  # type: ignore[arg-type]
-            elif ins.op == "run":
-                waits[ins.task], pending, last = pending, [], ins.task  # type: ignore[index]
-            elif last is not None:
-                records[last] = ins.event  # type: ignore[assignment]
-    steps = []
-    for t in plan.issue_order:
-        program = programs[t]
-        cross = frozenset(n for n in program.frees if producer_stream.get(n, program.stream) != program.stream)
-        steps.append(_Step(program, stream_of[t], tuple(waits[t]), records.get(t), cross))
-    return steps
+class _Issuer:
+    """The machine of one issue pass (see :class:`cosched.runtime.program.Machine`): each
+    step becomes calls on the backend's :class:`TorchCuda`. ``free=False`` (capture) frees
+    nothing and records no stream uses."""
+
+    def __init__(self, backend: CudaBackend, env: dict[str, torch.Tensor], *, free: bool, profile: bool) -> None:
+        self.api = backend.api
+        self.tasks = backend.tasks
+        self.env = env
+        self.free_buffers = free
+        self.profile = profile
+        self.start: Any = None
+        self.marks: list[tuple[int, int, Any, Any]] = []
+
+    def run(self, stream: int, task: int) -> None:
+        program = self.tasks[task]
+        with self.api.on(stream):
+            if self.free_buffers:
+                for name in program.reads:
+                    tensor = self.env.get(name)
+                    if tensor is not None:
+                        self.api.record_stream(tensor, stream)
+            begin = self.api.mark(stream) if self.profile else None
+            program.run(self.env, stream)
+            if self.profile:
+                self.marks.append((task, stream, begin, self.api.mark(stream)))
+
+    def record(self, stream: int, event: int) -> None:
+        self.api.record(stream, event)
+
+    def wait(self, stream: int, event: int) -> None:
+        self.api.wait(stream, event)
+
+    def free(self, stream: int, tensors: tuple[str, ...]) -> None:
+        if self.free_buffers:
+            for name in tensors:
+                self.env.pop(name, None)

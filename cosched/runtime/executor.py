@@ -9,9 +9,7 @@ once, and hands each run an environment (constants plus bound inputs) to a
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,86 +19,18 @@ import torch
 from cosched.codegen.plan import Plan
 from cosched.codegen.rebuild import graph_for_plan
 from cosched.codegen.verify import verify_plan
-from cosched.errors import ConfigError, CoschedError, DeviceError, RuntimeFailure
+from cosched.errors import ConfigError, DeviceError
 from cosched.ir.graph import Graph
 from cosched.runtime.bindings import bind_inputs, collect_outputs
-from cosched.runtime.kernels import Kernel, load_constants, prepare_kernels
+from cosched.runtime.kernels import device_only, host_values, load_constants
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram, build_programs, plan_program
 from cosched.runtime.trace import TaskTiming, write_trace
-from cosched.runtime.traced import TaskTracer, TracedTask, shared_constants
+from cosched.runtime.traced import TaskTracer, shared_constants
 
-__all__ = ["Backend", "Executor", "ProfileHook", "TaskProgram", "build_programs"]
+__all__ = ["Backend", "Executor", "ProfileHook", "TaskProgram", "default_threads"]
 
 #: Called after a profiled run with the measured timings and the plan (profile write-back).
 ProfileHook = Callable[[Sequence[TaskTiming], Plan], None]
-
-
-@dataclass(frozen=True)
-class TaskProgram:
-    """One task ready to run: its kernels in order (or their trace, see
-    :mod:`cosched.runtime.traced`), and the tensors dead after it."""
-
-    id: int
-    name: str
-    tenant: str
-    stream: int
-    kernels: tuple[Kernel, ...]
-    frees: tuple[str, ...]
-    traced: TracedTask | None = None
-
-    @property
-    def label(self) -> str:
-        return f"task {self.id} ({self.tenant}:{self.name})"
-
-    def __call__(self, env: MutableMapping[str, torch.Tensor]) -> None:
-        try:
-            if self.traced is not None:
-                self.traced(env)
-            else:
-                for kernel in self.kernels:
-                    kernel(env)
-        except CoschedError as exc:
-            raise RuntimeFailure(f"{self.label} on stream {self.stream} failed: {exc}") from exc
-        except Exception as exc:
-            raise RuntimeFailure(
-                f"{self.label} on stream {self.stream} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-
-
-def build_programs(plan: Plan, graph: Graph, tracer: TaskTracer | None = None) -> dict[int, TaskProgram]:
-    """Resolve every op once; one :class:`TaskProgram` per task id. With ``tracer``, each
-    task that can be traced runs as one call."""
-    kernels = {k.op.name: k for k in prepare_kernels(graph.ops)}
-    stream_of = plan.stream_of_task()
-    frees: dict[int, list[str]] = {}
-    for b in plan.buffers:
-        if b.free_after is not None:
-            frees.setdefault(b.free_after, []).append(b.tensor)
-    programs = {}
-    for t in plan.tasks:
-        ks = tuple(kernels[name] for name in t.ops)
-        traced = tracer.trace(graph, graph.task(t.id), ks) if tracer is not None else None
-        programs[t.id] = TaskProgram(t.id, t.name or t.ops[0], t.tenant, stream_of[t.id], ks,
-                                     tuple(frees.get(t.id, ())), traced)
-    return programs
-
-
-class Backend(ABC):
-    """Executes a plan's streams over an environment of tensors; one implementation per device kind.
-
-    ``execute`` runs every task once, leaving graph outputs in ``env``; with ``profile`` it
-    returns per-task timings (microseconds from the start of the run), else an empty tuple.
-    Any failure raises :class:`RuntimeFailure` naming the task; a backend never hangs.
-    """
-
-    name: str = "abstract"
-
-    @abstractmethod
-    def execute(self, env: dict[str, torch.Tensor], profile: bool = False) -> tuple[TaskTiming, ...]:
-        """Run the plan once over ``env``."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release threads, streams and graphs (idempotent)."""
 
 
 class Executor:
@@ -130,7 +60,7 @@ class Executor:
         trace_tasks: bool | None = None,
         on_profile: ProfileHook | None = None,
     ) -> None:
-        self.plan = plan
+        self.plan: Plan | None = plan
         self.graph = graph if graph is not None else graph_for_plan(plan)
         verify_plan(plan, self.graph)
         kind = plan.device_kind if backend == "auto" else backend
@@ -139,31 +69,63 @@ class Executor:
             raise DeviceError(
                 f"plan spans devices {devices}; multi-device plans run under the distributed runner"
             )
+        index = int(plan.device.get("index", 0))
+        self._start(plan_program(plan), kind, index, threads_per_stream=threads_per_stream,
+                    wait_timeout_s=wait_timeout_s, delay=delay, cuda_graph=cuda_graph,
+                    trace_tasks=trace_tasks, on_profile=on_profile)
+
+    @classmethod
+    def for_program(cls, graph: Graph, program: PlanProgram, device: str | torch.device = "cpu",
+                    **options: Any) -> Executor:
+        """An executor of ``program`` over ``graph`` without a plan value: how a generated
+        module (:mod:`cosched.codegen.emit`) runs its stream functions. ``options`` are
+        ``__init__``'s keyword options."""
+        self = cls.__new__(cls)
+        self.plan = None
+        self.graph = graph
+        where = torch.device(device)
+        self._start(program, where.type, where.index or 0, **options)
+        return self
+
+    def _start(self, program: PlanProgram, kind: str, index: int, *, threads_per_stream: int | None = None,
+               wait_timeout_s: float = 300.0, delay: Callable[[int], float] | None = None,
+               cuda_graph: bool = False, trace_tasks: bool | None = None,
+               on_profile: ProfileHook | None = None) -> None:
         self.on_profile = on_profile
         self.last_timings: tuple[TaskTiming, ...] = ()
         if kind == "cpu":
             self.device = torch.device("cpu")
         elif kind == "cuda":
-            self.device = torch.device("cuda", int(plan.device.get("index", 0)))
+            self.device = torch.device("cuda", index)
         else:
-            raise ConfigError(f"backend {backend!r} is not one of 'auto', 'cpu', 'cuda'")
+            raise ConfigError(f"backend {kind!r} is not one of 'auto', 'cpu', 'cuda'")
         self.trace_tasks = kind == "cpu" if trace_tasks is None else trace_tasks
         self.tracer = TaskTracer(self.device) if self.trace_tasks else None
+        if kind == "cuda":  # fails clearly before any weight is loaded where CUDA is missing
+            from cosched.runtime.cuda import TorchCuda
+
+            api = TorchCuda(self.device, program.priorities, program.num_events)
         # traces hold the weights they read: tracing executors of one graph share one copy
-        self.constants = (shared_constants(self.graph, self.device) if self.trace_tasks
-                          else load_constants(self.graph, self.device))
-        programs = build_programs(plan, self.graph, self.tracer)
+        constants = (shared_constants(self.graph, self.device) if self.trace_tasks
+                     else load_constants(self.graph, self.device))
+        host = host_values(self.graph.ops, constants)
+        outputs = [n for t in self.graph.tenants for _, n in t.outputs]
+        # shape constants stay on the host: no device copy, nothing to read back
+        self.constants = device_only(self.graph.ops, constants, keep=outputs) if kind == "cuda" else constants
+        tasks = build_programs(self.graph, self.tracer, host=host, device=self.device)
         if kind == "cpu":
             from cosched.runtime.cpu import CpuBackend
 
             self.backend: Backend = CpuBackend(
-                plan, programs, threads_per_stream=threads_per_stream or default_threads(len(plan.streams)),
+                program, tasks, threads_per_stream=threads_per_stream or default_threads(len(program.streams)),
                 wait_timeout_s=wait_timeout_s, delay=delay,
             )
         else:
             from cosched.runtime.cuda import CudaBackend
 
-            self.backend = CudaBackend(plan, programs, self.device, cuda_graph=cuda_graph)
+            inputs = tuple(n for t in self.graph.tenants for _, n in t.inputs)
+            self.backend = CudaBackend(program, tasks, self.device, input_names=inputs,
+                                       output_names=tuple(outputs), cuda_graph=cuda_graph, api=api)
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]], *, profile: bool = False
             ) -> dict[str, dict[str, np.ndarray]]:
@@ -173,7 +135,7 @@ class Executor:
         outputs = collect_outputs(self.graph, env)
         if profile:
             self.last_timings = timings
-            if self.on_profile is not None:
+            if self.on_profile is not None and self.plan is not None:
                 self.on_profile(timings, self.plan)
         return outputs
 

@@ -19,7 +19,13 @@ import torch
 from cosched.errors import ConfigError
 from cosched.ir.graph import Graph, Op
 from cosched.runtime.bindings import bind_inputs, collect_outputs
-from cosched.runtime.kernels import Kernel, load_constants, prepare_kernels
+from cosched.runtime.kernels import (
+    Kernel,
+    device_only,
+    host_values,
+    load_constants,
+    prepare_kernels,
+)
 from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["SequentialExecutor"]
@@ -36,8 +42,12 @@ class SequentialExecutor:
     def __init__(self, graph: Graph, device: str = "cpu", *, trace_tasks: bool = False) -> None:
         self.graph = graph
         self.device = torch.device(device)
-        self.kernels = prepare_kernels(graph.ops)
-        self.constants = shared_constants(graph, self.device) if trace_tasks else load_constants(graph, self.device)
+        constants = shared_constants(graph, self.device) if trace_tasks else load_constants(graph, self.device)
+        self.kernels = prepare_kernels(graph.ops, host=host_values(graph.ops, constants), device=self.device)
+        outputs = [n for t in graph.tenants for _, n in t.outputs]
+        # shape constants stay on the host on a GPU (see cosched.runtime.kernels)
+        self.constants = (device_only(graph.ops, constants, keep=outputs) if self.device.type == "cuda"
+                          else constants)
         self._last_use = _last_uses(graph)
         self.tracer: TaskTracer | None = None
         self._steps: list[Callable[[dict[str, torch.Tensor]], None]] | None = None  # None: op by op

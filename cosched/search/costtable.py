@@ -15,6 +15,7 @@ from functools import cached_property
 import networkx as nx
 
 from cosched.costmodel.base import CostModel
+from cosched.costmodel.overheads import RuntimeCosts
 from cosched.errors import CostModelError, ScheduleError
 from cosched.ir.graph import Graph
 
@@ -28,10 +29,15 @@ class CostTable:
     """Cached costs of ``graph``'s tasks under ``model``.
 
     ``launch_overhead_ms`` is added to every task's standalone latency (the host's cost of
-    issuing the task's kernels), so that many tiny tasks are not free.
+    issuing the task's kernels), so that many tiny tasks are not free. ``runtime`` says what
+    the runtime pays besides (:class:`~cosched.costmodel.overheads.RuntimeCosts`): its
+    dispatch cost is added to every task too, :meth:`latency_at` gives a task's latency at
+    the intra-op threads a plan of k streams leaves it, and ``wait_ms`` is what a stream
+    that waited for another's event pays when it comes. Without it nothing is charged.
     """
 
-    def __init__(self, graph: Graph, model: CostModel, launch_overhead_ms: float = 0.0) -> None:
+    def __init__(self, graph: Graph, model: CostModel, launch_overhead_ms: float = 0.0,
+                 runtime: RuntimeCosts | None = None) -> None:
         if not graph.tasks:
             raise ScheduleError("the graph has no tasks to schedule; run fusion before search")
         ids = [t.id for t in graph.tasks]
@@ -43,7 +49,9 @@ class CostTable:
             raise ScheduleError(f"launch_overhead_ms must be >= 0, got {launch_overhead_ms}")
         self.graph = graph
         self.model = model
-        self.launch_overhead_ms = float(launch_overhead_ms)
+        self.runtime = runtime if runtime is not None else RuntimeCosts.free()
+        self.launch_overhead_ms = float(launch_overhead_ms) + self.runtime.dispatch_ms
+        self.wait_ms = self.runtime.wait_ms
         self.n = len(ids)
         self.dag: nx.DiGraph = graph.to_networkx("task")
         self.preds: tuple[tuple[int, ...], ...] = tuple(
@@ -62,10 +70,23 @@ class CostTable:
         )
         index = {name: i for i, name in enumerate(self.tenants)}
         self.tenant_of: tuple[int, ...] = tuple(index[t.tenant] for t in graph.tasks)
-        self.latency: tuple[float, ...] = self._latencies()
+        self._predicted = self._predicted_latencies()
+        #: standalone latency of every task at the cost model's thread count, dispatch included
+        self.latency: tuple[float, ...] = tuple(ms + self.launch_overhead_ms for ms in self._predicted)
+        self._at_streams: dict[int, tuple[float, ...]] = {}
         self._slowdown: dict[Key, float] = {}
 
-    def _latencies(self) -> tuple[float, ...]:
+    def latency_at(self, streams: int) -> tuple[float, ...]:
+        """Every task's latency in a plan of ``streams`` streams: at the intra-op threads that
+        leaves each stream, dispatch included (cached per stream count)."""
+        cached = self._at_streams.get(streams)
+        if cached is None:
+            at = self.runtime.latency_at
+            cached = tuple(at(ms, streams) + self.launch_overhead_ms for ms in self._predicted)
+            self._at_streams[streams] = cached
+        return cached
+
+    def _predicted_latencies(self) -> tuple[float, ...]:
         raw = self.model.predict_tasks(self.graph, self.graph.tasks)
         if len(raw) != self.n:
             raise CostModelError(
@@ -78,7 +99,7 @@ class CostTable:
                     f"cost model {self.model.name!r} predicts latency {ms} ms for task {task.id} "
                     f"({task.name or task.ops[0]}); latencies must be > 0"
                 )
-            out.append(float(ms) + self.launch_overhead_ms)
+            out.append(float(ms))
         return tuple(out)
 
     # ------------------------------------------------------------ derived
@@ -94,6 +115,25 @@ class CostTable:
         for t in range(self.n - 1, -1, -1):
             bl[t] = self.latency[t] + max((bl[s] for s in self.succs[t]), default=0.0)
         return tuple(bl)
+
+    @cached_property
+    def chain_next(self) -> tuple[int | None, ...]:
+        """For each task, the next task of its chain (None at a chain's end): a minimum path
+        cover of the DAG's transitive reduction, from a maximum matching of its edges
+        (Nimble's stream assignment). Tasks of one chain can share a stream with no event
+        between them."""
+        reduction = nx.transitive_reduction(self.dag)
+        bipartite = nx.Graph()
+        left = [("out", t) for t in range(self.n)]
+        bipartite.add_nodes_from(left, bipartite=0)
+        bipartite.add_nodes_from((("in", t) for t in range(self.n)), bipartite=1)
+        bipartite.add_edges_from((("out", u), ("in", v)) for u, v in reduction.edges())
+        matching = nx.bipartite.hopcroft_karp_matching(bipartite, top_nodes=left)
+        nxt: list[int | None] = [None] * self.n
+        for (side, u), (_, v) in matching.items():
+            if side == "out":
+                nxt[u] = v
+        return tuple(nxt)
 
     @cached_property
     def total_work(self) -> float:

@@ -17,7 +17,13 @@ Knobs (searched by the optimizer):
 - ``noise`` and ``noise_seed``: a seeded random perturbation of every priority, of size up
   to ``noise``, so the search can reach orders that no weighting expresses;
 - ``guard``: the largest slowdown any running task may suffer when a task starts beside it;
-  candidates that would break it wait (they run later, on the stream that frees up).
+  candidates that would break it wait (they run later, on the stream that frees up);
+- ``w_chain``: bonus for the task that continues, on this stream, the chain of the task the
+  stream ran last. Chains are a chain cover of the task DAG's transitive reduction (Nimble's
+  stream assignment: the fewest chains, so the fewest synchronisations, for full
+  concurrency; :attr:`CostTable.chain_next`). A tenant's chain then stays on one stream
+  unless a task elsewhere is worth more than the bonus, and the simulator charges every
+  wait the hop to another stream costs.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class DecoderKnobs:
     w_bottom: float = 1.0
     w_work: float = 0.0
     w_alternate: float = 0.0
+    w_chain: float = 0.0
     guard: float = math.inf
     tenant_weight: tuple[float, ...] = field(default=())
     noise: float = 0.0
@@ -85,7 +92,7 @@ class _Decoder:
         self.heaps: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
         self.assigned = [False] * table.n
         self.pending = [len(p) for p in table.preds]
-        self.timeline = Timeline(table, record_pairs)
+        self.timeline = Timeline(table, record_pairs, self.k)
         self.queues: list[list[int]] = [[] for _ in range(self.k)]
         self.on_stream: list[int | None] = [None] * self.k
         self.free_at = [0.0] * self.k
@@ -133,17 +140,30 @@ class _Decoder:
                     break
                 self._start(t, s)
         for s in fresh:
-            t = self._pick()
+            t = self._continuation(s)
+            if t is None:
+                t = self._pick()
             if t is None:
                 break
             self._start(t, s)
+
+    def _continuation(self, s: int) -> int | None:
+        """The next task of the chain stream ``s`` ran last, if it is ready, fits the guard and,
+        with the ``w_chain`` bonus, is worth at least the best other ready task."""
+        if self.knobs.w_chain <= 0.0 or not self.queues[s]:
+            return None
+        t = self.table.chain_next[self.queues[s][-1]]
+        if t is None or self.assigned[t] or self.pending[t] or not self._fits(t):
+            return None
+        best = max((-heap[0][0] for heap in self.heaps if heap), default=-math.inf)
+        return t if self.priority[t] + self.knobs.w_chain >= best else None
 
     def _start(self, t: int, s: int) -> None:
         self.assigned[t] = True
         self.on_stream[s] = t
         self.stream_of[t] = s
         self.queues[s].append(t)
-        self.timeline.launch((t,))
+        self.timeline.launch((t,), waited=self.free_at[s] < self.timeline.now)
 
     def _pick(self) -> int | None:
         """The best unassigned ready task that passes the guard, scanning a bounded prefix."""

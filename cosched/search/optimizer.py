@@ -120,6 +120,7 @@ def knobs_from_params(params: Mapping[str, Any], n_tenants: int, threshold: floa
         w_bottom=params["w_bottom"],
         w_work=params["w_work"],
         w_alternate=params["w_alternate"],
+        w_chain=params.get("w_chain", 0.0),
         guard=guard,
         tenant_weight=weights if n_tenants <= MAX_TENANT_KNOBS else (),
         noise=params.get("noise", 0.0),
@@ -175,10 +176,11 @@ def _check_slos(table: CostTable, config: SearchConfig) -> None:
 
 
 def _suggest(trial: optuna.Trial, table: CostTable, config: SearchConfig) -> DecoderKnobs:
-    trial.suggest_int("streams", 1, config.max_streams)
+    trial.suggest_int("streams", 1, stream_limit(table, config))
     trial.suggest_float("w_bottom", 0.0, 1.0)
     trial.suggest_float("w_work", -0.5, 0.5)
     trial.suggest_float("w_alternate", 0.0, 1.0)
+    trial.suggest_float("w_chain", 0.0, 2.0)
     trial.suggest_float("noise", 0.0, 1.0)
     trial.suggest_int("noise_seed", 0, 2**16)
     if math.isinf(config.threshold):
@@ -252,13 +254,24 @@ def _baseline_params(table: CostTable, config: SearchConfig) -> list[dict[str, A
     guard = {"guard": min(greedy.guard, config.threshold)} if math.isfinite(config.threshold) else {"guard_on": False}
     tenants = {f"tenant_{i}": 0.0 for i in range(len(table.tenants))} if len(table.tenants) <= MAX_TENANT_KNOBS else {}
     base = {
-        "w_bottom": 1.0, "w_work": 0.0, "w_alternate": 0.0, "noise": 0.0, "noise_seed": 0,
+        "w_bottom": 1.0, "w_work": 0.0, "w_alternate": 0.0, "w_chain": 0.0, "noise": 0.0, "noise_seed": 0,
         **guard, **tenants,
     }
+    limit = stream_limit(table, config)
     return [
-        {**base, "streams": min(greedy.streams, config.max_streams)},
+        {**base, "streams": min(greedy.streams, limit)},
         {**base, "streams": 1},
+        {**base, "streams": min(len(table.tenants), limit), "w_chain": 1.0},  # chains stay on their stream
     ]
+
+
+def stream_limit(table: CostTable, config: SearchConfig) -> int:
+    """The most streams the search tries: ``max_streams``, and on CPU no more than the cores
+    (one intra-op thread each at least; more streams would oversubscribe them)."""
+    runtime = table.runtime
+    if runtime.kind == "cpu":
+        return max(1, min(config.max_streams, runtime.cores))
+    return config.max_streams
 
 
 def _candidates(

@@ -6,6 +6,12 @@ all its dependencies have finished. A running task progresses at rate
 running beside it; rates are recomputed whenever that set changes. All tenants' queries
 arrive at time 0, so a tenant's completion time is the end of its last task.
 
+What the runtime pays is charged too (:class:`~cosched.search.costtable.CostTable`'s
+runtime costs): a task's standalone latency is the one at the intra-op threads a plan of
+that many streams leaves each stream, dispatch included; and a stream that sat idle waiting
+for another stream's task pays ``wait_ms`` (a thread wake-up on CPU, an event on CUDA)
+before its next task, as extra work ahead of that task.
+
 :class:`Timeline` is the shared engine: the simulator drives it from fixed stream orders,
 the decoder drives it from a priority policy, so both see exactly the same timing.
 """
@@ -77,9 +83,10 @@ class SimResult:
 class Timeline:
     """Running tasks, their remaining work and rates; advances from one finish to the next."""
 
-    def __init__(self, table: CostTable, record_pairs: bool = True) -> None:
+    def __init__(self, table: CostTable, record_pairs: bool = True, streams: int = 1) -> None:
         self.table = table
         self.record_pairs = record_pairs
+        self.latency = table.latency_at(streams)
         self.worst = [1.0] * table.n
         self.now = 0.0
         self.remaining: dict[int, float] = {}
@@ -89,10 +96,13 @@ class Timeline:
         self._pairs: dict[tuple[int, int], tuple[float, float]] = {}
         self._dirty = False
 
-    def launch(self, tasks: Iterable[int]) -> None:
-        latency = self.table.latency
+    def launch(self, tasks: Iterable[int], waited: bool = False) -> None:
+        """Start ``tasks`` now; ``waited``: their stream sat idle waiting for another stream,
+        so each pays the table's ``wait_ms`` first."""
+        latency = self.latency
+        extra = self.table.wait_ms if waited else 0.0
         for t in tasks:
-            self.remaining[t] = latency[t]
+            self.remaining[t] = latency[t] + extra
             self.start[t] = self.now
             self._dirty = True
 
@@ -179,19 +189,18 @@ def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True) ->
     pending = [len(p) for p in table.preds]
     head = [0] * len(streams)
     busy: list[int | None] = [None] * len(streams)
+    free_at = [0.0] * len(streams)
     stream_of = {t: s for s, tasks in enumerate(streams) for t in tasks}
-    timeline = Timeline(table, record_pairs)
+    timeline = Timeline(table, record_pairs, len(streams))
     finished = 0
 
-    def startable() -> list[int]:
-        out = []
+    def launch_startable() -> None:
         for s, tasks in enumerate(streams):
             if busy[s] is None and head[s] < len(tasks) and pending[tasks[head[s]]] == 0:
                 busy[s] = tasks[head[s]]
-                out.append(tasks[head[s]])
-        return out
+                timeline.launch((tasks[head[s]],), waited=free_at[s] < timeline.now)
 
-    timeline.launch(startable())
+    launch_startable()
     while finished < table.n:
         if not timeline.remaining:
             stuck = [tasks[head[s]] for s, tasks in enumerate(streams) if head[s] < len(tasks)]
@@ -202,11 +211,12 @@ def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True) ->
         for t in timeline.advance():
             s = stream_of[t]
             busy[s] = None
+            free_at[s] = timeline.now
             head[s] += 1
             finished += 1
             for succ in table.succs[t]:
                 pending[succ] -= 1
-        timeline.launch(startable())
+        launch_startable()
     return timeline.result(schedule.method)
 
 

@@ -124,6 +124,7 @@ def test_outputs_own_their_memory_and_keep_zero_rank() -> None:
         ("Div", [np.array([1], I), np.array([0], I)]),
         ("Mod", [np.array([1], I), np.array([0], I)]),
         ("Range", [np.array(0, I), np.array(5, I), np.array(0, I)]),
+        ("Range", [np.array(2048, np.float16), np.array(2060, np.float16), np.array(1, np.float16)]),
         ("Gather", [np.array([1, 2], I), np.array(5, I)]),
         ("Reshape", [np.arange(6, dtype=I), np.array([4, -1], I)]),
         ("Conv", [np.zeros((1, 1, 3, 3), np.float32)]),

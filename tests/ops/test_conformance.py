@@ -15,12 +15,16 @@ claims it, decided from the case's model alone (:func:`unclaimed_reason`):
   inference only.
 
 No case is excluded by name. Every included case must pass with the case's own rtol/atol.
+Cases are generated at the newest opset of their op, up to the newest the installed onnx
+defines; :func:`test_claims_reach_every_opset_onnx_defines` fails when the registry stops short
+of that opset, so a newer onnx cannot shrink the run unnoticed.
 The counts (included, passed, per op) are printed at the end of the pytest run by
 ``tests/ops/conftest.py``.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import unittest
 import warnings
@@ -30,7 +34,7 @@ import onnx
 import onnx.backend.test
 
 import cosched.backend
-from cosched.ops import is_supported
+from cosched.ops import is_supported, supported_ops
 from cosched.ops.implementations.common import ONNX_DTYPES
 
 _DTYPE_ATTRS = {"to", "dtype", "output_dtype"}
@@ -126,3 +130,24 @@ class TestOnnxNodeConformance(unittest.TestCase):
 for _name in INCLUDED:
     setattr(TestOnnxNodeConformance, f"{_name}_cpu", getattr(_generated, f"{_name}_cpu"))
 del _generated  # pytest would otherwise collect BackendTest's class (every case) as well
+
+
+def test_claims_reach_every_opset_onnx_defines() -> None:
+    """Every op type the registry claims is claimed without gaps up to the newest opset of the
+    installed onnx, so its node cases run at whatever opset onnx generates them for."""
+    newest = onnx.defs.onnx_opset_version()
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for op, span in supported_ops():
+        if "." not in op:  # ai.onnx only; other domains version separately
+            spans.setdefault(op, []).append(span)
+    short = {
+        op: ranges
+        for op, ranges in sorted(spans.items())
+        if ranges[-1][1] < newest or any(b[0] != a[1] + 1 for a, b in itertools.pairwise(ranges))
+    }
+    assert not short, (
+        f"onnx {onnx.__version__} defines opsets up to {newest}, but these op types are not claimed "
+        f"up to it without gaps: {short}. Check each one's newer versions in onnx's Changelog, "
+        "register an implementation where the semantics changed, and raise the claims "
+        "(cosched.ops.registry.MAX_OPSET)"
+    )

@@ -38,6 +38,23 @@ def test_mod_follows_divisor_sign_and_fmod_follows_dividend() -> None:
     np.testing.assert_array_equal(assert_matches_ort("Mod", [a, b], fmod=1)[0], [-1, 1, -1, 1])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_mod_follows_opset_28_definition(dtype: type) -> None:
+    """Mod-28 defines float fmod=0 as ``A - floor(A / B) * B`` (numpy's ``mod``): NaN for an
+    infinite A or a zero B, A or B for an infinite B, and a zero result takes B's sign."""
+    inf, nan = np.inf, np.nan
+    a = np.array([0.0, -0.0, 0.0, -0.0, 6.0, -6.0, inf, 5.0, 5.0, -5.0, 5.5, -4.3, nan, 1.0], dtype)
+    b = np.array([3.0, 3.0, -3.0, -3.0, -3.0, 3.0, 2.0, 0.0, inf, inf, -2.0, 2.1, 1.0, nan], dtype)
+    (out,) = run_op("Mod", 28, [torch.from_numpy(a), torch.from_numpy(b)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.mod(a, b)
+    got = out.numpy()
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    numbers = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
+
+
 def test_pow_keeps_base_dtype_with_integer_exponent() -> None:
     (out,) = assert_matches_ort("Pow", [np.array([1.5, -2.0, 3.0], np.float32), np.array([2, 3, 0], np.int64)])
     np.testing.assert_allclose(out, [2.25, -8.0, 1.0])

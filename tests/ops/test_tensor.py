@@ -135,6 +135,34 @@ def test_shape_start_end_size_and_creation_ops() -> None:
     assert arr.dtype == torch.float16 and arr.shape == (1, 1)
 
 
+def _range27(start: float, limit: float, delta: float, **attrs: int) -> np.ndarray:
+    inputs = [torch.tensor(v, dtype=torch.float16) for v in (start, limit, delta)]
+    (out,) = run_op("Range", 27, inputs, attrs)
+    assert out.dtype == torch.float16
+    return out.numpy()
+
+
+def test_range_27_computes_float16_in_stash_type() -> None:
+    # In float16 2048 + 1 == 2048; computed in float32 and cast back the range still advances.
+    want = np.arange(2048, 2060, dtype=np.float32).astype(np.float16)
+    np.testing.assert_array_equal(_range27(2048, 2060, 1), want)
+    np.testing.assert_array_equal(_range27(2048, 2060, 1, stash_type=11), want)
+    # stash_type decides the rounding: 1 + 2**-11 + 2**-24 (element 2**13 + 1) is a tie, rounded
+    # down to even, in float32 and then 1 + 2**-11 is one in float16; from float64 it rounds up.
+    exact = 1 + np.arange(2**14, dtype=np.float64) * 2.0**-24
+    as_float, as_double = _range27(1, 1 + 2**-10, 2**-24), _range27(1, 1 + 2**-10, 2**-24, stash_type=11)
+    np.testing.assert_array_equal(as_float, exact.astype(np.float32).astype(np.float16))
+    np.testing.assert_array_equal(as_double, exact.astype(np.float16))
+    assert as_float[2**13 + 1] == 1 and as_double[2**13 + 1] == 1 + 2**-10
+
+
+def test_range_27_rejects_other_stash_types_and_keeps_other_dtypes() -> None:
+    with pytest.raises(UnsupportedOpError, match=r"Range.*stash_type must be 1 \(float\) or 11 \(double\), found 10"):
+        _range27(0, 4, 1, stash_type=10)
+    (out,) = run_op("Range", 27, [torch.tensor(5), torch.tensor(-4), torch.tensor(-3)], {"stash_type": 10})
+    assert out.tolist() == [5, 2, -1]
+
+
 def test_constant_string_is_unsupported() -> None:
     with pytest.raises(UnsupportedOpError, match=r"Constant.*value_string"):
         run_op("Constant", 13, [], {"value_string": "hi"})

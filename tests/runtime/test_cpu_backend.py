@@ -106,7 +106,7 @@ def test_wait_timeout_names_the_event(tmp_path: Path) -> None:
         ex.run(random_inputs(g))
 
 
-def test_each_worker_sets_its_own_thread_count(tmp_path: Path) -> None:
+def test_stream_0_runs_on_the_caller_and_every_stream_gets_its_thread_count(tmp_path: Path) -> None:
     g = tenant_mix(tmp_path)
     plan = lower(g, per_tenant_streams(g), device={"kind": "cpu"})
     counts: dict[str, int] = {}
@@ -115,9 +115,13 @@ def test_each_worker_sets_its_own_thread_count(tmp_path: Path) -> None:
         counts[threading.current_thread().name] = torch.get_num_threads()
         return 0.0
 
+    before = torch.get_num_threads()
     with Executor(plan, g, threads_per_stream=3, delay=probe) as ex:
         ex.run(random_inputs(g))
-    assert counts == {f"cosched-stream-{i}": 3 for i in range(3)}
+        assert len(ex.backend._threads) == 2  # one worker per stream but the first
+    caller = threading.current_thread().name
+    assert counts == {caller: 3, "cosched-stream-1": 3, "cosched-stream-2": 3}
+    assert torch.get_num_threads() == before  # the caller's own count is restored
 
 
 def test_unverified_or_multi_device_plans_are_refused(tmp_path: Path) -> None:

@@ -57,19 +57,19 @@ def _assert_matches(got: Mapping[str, np.ndarray], expected: Mapping[str, np.nda
         np.testing.assert_allclose(got[name], want, rtol=RTOL, atol=ATOL, err_msg=f"{what}: output {name!r}")
 
 
-def _check_model(name: str, size: str, legacy: bool, batch: int) -> Graph:
+def _check_model(name: str, size: str, legacy: bool, batch: int, device: str = "cpu") -> Graph:
     path = _export(name, size, legacy)
     graph = cosched.ir.load_models([path], names=[name], batch=batch)
     feeds = zoo.example_inputs(name, size, batch)
-    got = SequentialExecutor(graph).run({name: feeds})[name]
+    got = SequentialExecutor(graph, device).run({name: feeds})[name]
     _assert_matches(got, _onnxruntime(path, feeds), f"{name} {size} {'legacy' if legacy else 'dynamo'}")
     return graph
 
 
 @pytest.mark.parametrize("legacy", EXPORTERS)
 @pytest.mark.parametrize("name", zoo.names())
-def test_tiny_matches_onnxruntime(name: str, legacy: bool) -> None:
-    _check_model(name, "tiny", legacy, batch=2)
+def test_tiny_matches_onnxruntime(name: str, legacy: bool, run_device: str) -> None:
+    _check_model(name, "tiny", legacy, batch=2, device=run_device)
 
 
 def _in_task_order(graph: Graph) -> Graph:

@@ -9,49 +9,49 @@ import torch
 import torch.nn.functional as F
 
 from cosched.errors import UnsupportedOpError
-from cosched.ops.registry import OpContext, register
+from cosched.ops.registry import MAX_OPSET, OpContext, register
 
 __all__: list[str] = []
 
 
-@register("Relu", 6, 23)
+@register("Relu", 6, MAX_OPSET)
 def relu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.relu(x)
 
 
-@register("LeakyRelu", 6, 23)
+@register("LeakyRelu", 6, MAX_OPSET)
 def leaky_relu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, float(ctx.attr("alpha", 0.01)))
 
 
-@register("PRelu", 9, 23)
+@register("PRelu", 9, MAX_OPSET)
 def prelu(ctx: OpContext, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 0, x * slope, x)
 
 
-@register("Sigmoid", 6, 23)
+@register("Sigmoid", 6, MAX_OPSET)
 def sigmoid(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(x)
 
 
-@register("Tanh", 6, 23)
+@register("Tanh", 6, MAX_OPSET)
 def tanh(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
 
 
-@register("HardSigmoid", 6, 23)
+@register("HardSigmoid", 6, MAX_OPSET)
 def hard_sigmoid(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     alpha = float(ctx.attr("alpha", 0.2))
     beta = float(ctx.attr("beta", 0.5))
     return torch.clamp(x * alpha + beta, 0.0, 1.0)
 
 
-@register("HardSwish", 14, 23)
+@register("HardSwish", 14, MAX_OPSET)
 def hard_swish(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
 
 
-@register("Gelu", 20, 23)
+@register("Gelu", 20, MAX_OPSET)
 def gelu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     approximate = str(ctx.attr("approximate", "none"))
     if approximate not in ("none", "tanh"):
@@ -61,46 +61,46 @@ def gelu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate=approximate)
 
 
-@register("Erf", 9, 23)
+@register("Erf", 9, MAX_OPSET)
 def erf(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     if x.is_floating_point():
         return torch.erf(x)
     return torch.erf(x.to(torch.float64)).round().to(x.dtype)
 
 
-@register("Softplus", 1, 23)
+@register("Softplus", 1, MAX_OPSET)
 def softplus(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return F.softplus(x)
 
 
-@register("Softsign", 1, 23)
+@register("Softsign", 1, MAX_OPSET)
 def softsign(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return x / (1 + x.abs())
 
 
-@register("Elu", 6, 23)
+@register("Elu", 6, MAX_OPSET)
 def elu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return F.elu(x, float(ctx.attr("alpha", 1.0)))
 
 
-@register("Selu", 6, 23)
+@register("Selu", 6, MAX_OPSET)
 def selu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     alpha = float(ctx.attr("alpha", 1.67326319217681884765625))
     gamma = float(ctx.attr("gamma", 1.05070102214813232421875))
     return gamma * torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
 
 
-@register("Celu", 12, 23)
+@register("Celu", 12, MAX_OPSET)
 def celu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return F.celu(x, float(ctx.attr("alpha", 1.0)))
 
 
-@register("ThresholdedRelu", 10, 23)
+@register("ThresholdedRelu", 10, MAX_OPSET)
 def thresholded_relu(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > float(ctx.attr("alpha", 1.0)), x, torch.zeros_like(x))
 
 
-@register("Mish", 18, 23)
+@register("Mish", 18, MAX_OPSET)
 def mish(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return x * torch.tanh(F.softplus(x))
 
@@ -112,7 +112,7 @@ def clip_attrs(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(x, lo, hi)
 
 
-@register("Clip", 11, 23)
+@register("Clip", 11, MAX_OPSET)
 def clip(
     ctx: OpContext, x: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -151,7 +151,7 @@ def _half_softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     return (e / e.sum(dim=dim, keepdim=True).half().float()).half()
 
 
-@register("Softmax", 13, 23)
+@register("Softmax", 13, MAX_OPSET)
 def softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     dim = int(ctx.attr("axis", -1))
     if x.dtype == torch.float16:
@@ -164,7 +164,7 @@ def log_softmax_legacy(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return _flattened(ctx, x, torch.log_softmax)
 
 
-@register("LogSoftmax", 13, 23)
+@register("LogSoftmax", 13, MAX_OPSET)
 def log_softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     dim = int(ctx.attr("axis", -1))
     if x.dtype == torch.float16:
@@ -172,7 +172,7 @@ def log_softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(x, dim=dim)
 
 
-@register("Hardmax", 13, 23)
+@register("Hardmax", 13, MAX_OPSET)
 def hardmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     """1 at the first maximum along ``axis``, 0 elsewhere."""
     dim = int(ctx.attr("axis", -1))
@@ -187,7 +187,7 @@ def dropout_legacy(ctx: OpContext, x: torch.Tensor) -> torch.Tensor | tuple[torc
     return x, torch.ones_like(x, dtype=torch.bool)
 
 
-@register("Dropout", 12, 23)
+@register("Dropout", 12, MAX_OPSET)
 def dropout(
     ctx: OpContext, x: torch.Tensor, ratio: torch.Tensor | None = None,
     training_mode: torch.Tensor | None = None,

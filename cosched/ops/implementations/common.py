@@ -1,7 +1,7 @@
 """Helpers shared by the op implementations: dtypes, attributes, axes, unsigned integers.
 
 Dtypes: implementations accept bool, uint8/16/32/64, int8/16/32/64 and float16/32/64. Tensors of
-any other dtype (bfloat16, complex, float8, 4-bit and 2-bit types; strings never arrive as
+any other dtype (bfloat16, complex, float8, 6-, 4- and 2-bit types; strings never arrive as
 tensors) and ONNX dtype codes naming them raise :class:`UnsupportedOpError`. torch lacks most
 kernels for uint16/32/64, so those are computed in int64 (:func:`widen`, :func:`ordered`) and
 converted back.
@@ -61,6 +61,8 @@ _UNSUPPORTED_CODES = {
     24: "float8e8m0",
     25: "uint2",
     26: "int2",
+    27: "float6e2m3",
+    28: "float6e3m2",
 }
 
 SUPPORTED_DTYPES: frozenset[torch.dtype] = frozenset(ONNX_DTYPES.values())

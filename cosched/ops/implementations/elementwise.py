@@ -1,10 +1,10 @@
 """Elementwise ops: arithmetic, math, comparison, logic, Where, variadic Min/Max/Sum/Mean, Cast.
 
 Binary ops broadcast numpy-style (ONNX multidirectional broadcasting). Integer Div truncates
-toward zero as in C; Mod follows the divisor's sign (numpy ``mod``, also for floats, which
-opsets before 28 leave undefined) unless ``fmod=1`` (C ``fmod``). Dtypes: see
-:mod:`cosched.ops.implementations.common` (bfloat16, float8, 4-bit, complex and string tensors
-raise UnsupportedOpError).
+toward zero as in C; Mod follows the divisor's sign (numpy ``mod``; for floats as opset 28
+defines it, also at earlier opsets, which leave it undefined) unless ``fmod=1`` (C ``fmod``).
+Dtypes: see :mod:`cosched.ops.implementations.common` (bfloat16, float8, 4-bit, complex and
+string tensors raise UnsupportedOpError).
 """
 
 from __future__ import annotations
@@ -62,11 +62,20 @@ def div(ctx: OpContext, a: Tensor, b: Tensor) -> Tensor:
 
 @register("Mod", since=10)
 def mod(ctx: OpContext, a: Tensor, b: Tensor) -> Tensor:
+    """fmod=0: ``A - floor(A / B) * B``, the sign of B; fmod=1: ``A - trunc(A / B) * B`` (C fmod).
+
+    Float inputs with fmod=0 follow opset 28's definition at every opset (earlier ones leave
+    them undefined): NaN for an infinite A or a zero B, A or B for an infinite B, and a zero
+    result takes B's sign (torch's ``remainder`` keeps A's).
+    """
     check_dtypes(ctx, a, b)
     fmod = int(ctx.attr("fmod", 0))
     _check_uint64_positive(ctx, a, b)
     fn = torch.fmod if fmod else torch.remainder
-    return narrow(fn(widen(a), widen(b)), a.dtype)
+    out = narrow(fn(widen(a), widen(b)), a.dtype)
+    if not fmod and out.dtype.is_floating_point:
+        out = torch.where(out == 0, torch.copysign(torch.zeros_like(out), b), out)
+    return out
 
 
 @register("Pow", since=7)

@@ -28,7 +28,7 @@ def _positive(index: Tensor, size: int | Tensor) -> Tensor:
 # -------------------------------------------------------------------------------- Slice
 
 
-def _slice_range(start: int, end: int, step: int, size: int) -> torch.Tensor:
+def _slice_range(start: int, end: int, step: int, size: int, device: torch.device) -> torch.Tensor:
     if start < 0:
         start += size
     if end < 0:
@@ -38,7 +38,7 @@ def _slice_range(start: int, end: int, step: int, size: int) -> torch.Tensor:
     else:
         start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
     count = max(0, -(-(end - start) // step))  # ceil((end - start) / step)
-    return torch.arange(count, dtype=torch.int64) * step + start
+    return torch.arange(count, dtype=torch.int64, device=device) * step + start
 
 
 def _slice(ctx: OpContext, x: Tensor, starts: list[int], ends: list[int], axes: list[int], steps: list[int]) -> Tensor:
@@ -54,7 +54,7 @@ def _slice(ctx: OpContext, x: Tensor, starts: list[int], ends: list[int], axes: 
         if step == 0:
             raise ShapeError(f"op Slice ({ctx.name!r}): step 0 on axis {axis}")
         dim = norm_axis(ctx, axis, x.dim())
-        out = out.index_select(dim, _slice_range(start, end, step, x.shape[dim]))
+        out = out.index_select(dim, _slice_range(start, end, step, x.shape[dim], x.device))
     return out
 
 
@@ -97,7 +97,7 @@ def _nd_rows(ctx: OpContext, data: Tensor, indices: Tensor, batch_dims: int) -> 
     rows = indices.reshape(-1, m).to(torch.int64)
     batch = math.prod(data.shape[:batch_dims])
     per_batch = rows.shape[0] // max(batch, 1)
-    batch_index = torch.arange(batch).repeat_interleave(per_batch)
+    batch_index = torch.arange(batch, device=data.device).repeat_interleave(per_batch)
     dims = data.shape[batch_dims : batch_dims + m]
     cols = tuple(_positive(rows[:, j], dims[j]) for j in range(m))
     return (batch_index, *cols)
@@ -157,8 +157,8 @@ def scatter_elements(ctx: OpContext, data: Tensor, indices: Tensor, updates: Ten
 # ---------------------------------------------------------------------------------- Pad
 
 
-def _pad_index(mode: str, begin: int, end: int, size: int) -> Tensor:
-    i = torch.arange(-begin, size + end, dtype=torch.int64)
+def _pad_index(mode: str, begin: int, end: int, size: int, device: torch.device) -> Tensor:
+    i = torch.arange(-begin, size + end, dtype=torch.int64, device=device)
     if mode == "edge" or (mode == "reflect" and size == 1):
         return i.clamp(0, size - 1)
     if mode == "wrap":
@@ -187,13 +187,13 @@ def _pad(ctx: OpContext, x: Tensor, pads: list[int], value: float, axes: list[in
         if mode == "constant":
             shape = list(out.shape)
             shape[dim] = size + begin + end
-            padded = torch.full(shape, value, dtype=x.dtype)
+            padded = torch.full(shape, value, dtype=x.dtype, device=x.device)
             padded.narrow(dim, begin, size).copy_(out)
             out = padded
         elif size == 0:
             raise ShapeError(f"op Pad ({ctx.name!r}): mode {mode!r} cannot pad axis {dim} of size 0")
         else:
-            out = out.index_select(dim, _pad_index(mode, begin, end, size))
+            out = out.index_select(dim, _pad_index(mode, begin, end, size, x.device))
     return out
 
 
@@ -234,7 +234,7 @@ def one_hot(ctx: OpContext, indices: Tensor, depth: Tensor, values: Tensor) -> T
     n = int(depth.reshape(-1)[0].item())
     idx = indices.to(torch.float64).floor().to(torch.int64) if indices.dtype.is_floating_point else indices.to(torch.int64)
     idx = torch.where(idx < 0, idx + n, idx)
-    hot = (idx.unsqueeze(-1) == torch.arange(n)) & (idx.unsqueeze(-1) >= 0)
+    hot = (idx.unsqueeze(-1) == torch.arange(n, device=idx.device)) & (idx.unsqueeze(-1) >= 0)
     axis = norm_axis(ctx, int(ctx.attr("axis", -1)), indices.dim() + 1)
     hot = hot.movedim(-1, axis)
     off, on = values.reshape(-1)[0], values.reshape(-1)[1]

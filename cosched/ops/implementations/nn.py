@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from cosched.errors import UnsupportedOpError
 from cosched.ops.implementations._spatial import auto_pad_mode, pad_spatial, same_pads, window
-from cosched.ops.registry import OpContext, register
+from cosched.ops.registry import MAX_OPSET, OpContext, register
 
 __all__: list[str] = []
 
@@ -36,7 +36,7 @@ def _spatial_rank(ctx: OpContext, x: torch.Tensor, table: dict[int, object]) -> 
     return rank
 
 
-@register("Conv", 1, 23)
+@register("Conv", 1, MAX_OPSET)
 def conv(ctx: OpContext, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     rank = _spatial_rank(ctx, x, _CONV)
     kernel = ctx.attr("kernel_shape", None) or w.shape[2:]
@@ -47,7 +47,7 @@ def conv(ctx: OpContext, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | Non
     )
 
 
-@register("ConvTranspose", 1, 23)
+@register("ConvTranspose", 1, MAX_OPSET)
 def conv_transpose(
     ctx: OpContext, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -91,7 +91,7 @@ def conv_transpose(
     return y
 
 
-@register("Gemm", 11, 23)
+@register("Gemm", 11, MAX_OPSET)
 def gemm(ctx: OpContext, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
     if ctx.attr("transA", 0):
         a = a.T
@@ -107,12 +107,12 @@ def gemm(ctx: OpContext, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | Non
     return y.to(a.dtype)
 
 
-@register("MatMul", 1, 23)
+@register("MatMul", 1, MAX_OPSET)
 def matmul(ctx: OpContext, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a, b)
 
 
-@register("Einsum", 12, 23)
+@register("Einsum", 12, MAX_OPSET)
 def einsum(ctx: OpContext, *operands: torch.Tensor) -> torch.Tensor:
     equation = str(ctx.attr("equation", "")).replace(" ", "")
     if not equation:

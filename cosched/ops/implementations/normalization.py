@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from cosched.errors import UnsupportedOpError
-from cosched.ops.registry import OpContext, register
+from cosched.ops.registry import MAX_OPSET, OpContext, register
 
 __all__: list[str] = []
 
@@ -16,7 +16,7 @@ def _channel(v: torch.Tensor, rank: int) -> torch.Tensor:
     return v.reshape((1, -1) + (1,) * (rank - 2))
 
 
-@register("BatchNormalization", 9, 23)
+@register("BatchNormalization", 9, MAX_OPSET)
 def batch_norm(
     ctx: OpContext, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
     mean: torch.Tensor, var: torch.Tensor,
@@ -35,7 +35,7 @@ def batch_norm(
     ).to(x.dtype)
 
 
-@register("LayerNormalization", 17, 23)
+@register("LayerNormalization", 17, MAX_OPSET)
 def layer_norm(
     ctx: OpContext, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -57,7 +57,7 @@ def layer_norm(
     return y if ctx.num_outputs < 2 else outs[: ctx.num_outputs]
 
 
-@register("InstanceNormalization", 6, 23)
+@register("InstanceNormalization", 6, MAX_OPSET)
 def instance_norm(
     ctx: OpContext, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
@@ -69,7 +69,7 @@ def instance_norm(
     return (x - mean) * torch.rsqrt(var + eps) * _channel(scale, r) + _channel(bias, r)
 
 
-@register("GroupNormalization", 21, 23)
+@register("GroupNormalization", 21, MAX_OPSET)
 def group_norm(
     ctx: OpContext, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
@@ -86,7 +86,7 @@ def group_norm(
     return y * _channel(scale, r) + _channel(bias, r)
 
 
-@register("LpNormalization", 1, 23)
+@register("LpNormalization", 1, MAX_OPSET)
 def lp_norm(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     p = int(ctx.attr("p", 2))
     if p not in (1, 2):
@@ -97,7 +97,7 @@ def lp_norm(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm == 0, torch.zeros_like(x), x / norm)
 
 
-@register("RMSNormalization", 23, 23)
+@register("RMSNormalization", 23, MAX_OPSET)
 def rms_norm(
     ctx: OpContext, x: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor:

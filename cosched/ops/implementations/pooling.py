@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cosched.errors import UnsupportedOpError
 from cosched.ops.implementations._spatial import Window, auto_pad_mode, pad_spatial, window
-from cosched.ops.registry import OpContext, register
+from cosched.ops.registry import MAX_OPSET, OpContext, register
 
 __all__: list[str] = []
 
@@ -81,13 +81,13 @@ def _onnx_indices(
     order = range(len(spatial) - 1, -1, -1) if column_major else range(len(spatial))
     for axis in order:
         flat = flat * spatial[axis] + coords[axis]
-    planes = torch.arange(x_shape[0] * x_shape[1], dtype=idx.dtype).reshape(
+    planes = torch.arange(x_shape[0] * x_shape[1], dtype=idx.dtype, device=idx.device).reshape(
         (x_shape[0], x_shape[1]) + (1,) * len(spatial)
     )
     return flat + planes * math.prod(spatial)
 
 
-@register("MaxPool", 11, 23)
+@register("MaxPool", 11, MAX_OPSET)
 def max_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     win, outs, pads = _geometry(ctx, x)
     work = x if x.is_floating_point() else x.to(torch.float64)
@@ -111,7 +111,7 @@ def _window_sum(x: torch.Tensor, win: Window) -> torch.Tensor:
     return y.reshape((n, c, *tuple(y.shape[2:])))
 
 
-@register("AveragePool", 11, 23)
+@register("AveragePool", 11, MAX_OPSET)
 def average_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     """Window sums divided by the number of counted cells (explicit pads count if asked)."""
     win, outs, pads = _geometry(ctx, x)
@@ -129,7 +129,7 @@ def average_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return _crop(total / count, outs).to(x.dtype)
 
 
-@register("LpPool", 18, 23)
+@register("LpPool", 18, MAX_OPSET)
 def lp_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     """``(sum over the window of |x|^p)^(1/p)``; padded cells contribute zero."""
     win, outs, pads = _geometry(ctx, x)
@@ -138,11 +138,11 @@ def lp_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return _crop(total ** (1.0 / p), outs).to(x.dtype)
 
 
-@register("GlobalAveragePool", 1, 23)
+@register("GlobalAveragePool", 1, MAX_OPSET)
 def global_average_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
 
 
-@register("GlobalMaxPool", 1, 23)
+@register("GlobalMaxPool", 1, MAX_OPSET)
 def global_max_pool(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)

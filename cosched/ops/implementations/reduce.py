@@ -37,7 +37,7 @@ def _extreme(t: Tensor, dims: list[int], largest: bool) -> Tensor:
         else:
             info = torch.iinfo(t.dtype)
             fill = info.min if largest else info.max
-        return torch.full(shape, fill, dtype=t.dtype)
+        return torch.full(shape, fill, dtype=t.dtype, device=t.device)
     if t.dtype == torch.bool:
         return (t.amax(dim=dims, keepdim=True) if largest else t.amin(dim=dims, keepdim=True)).to(torch.bool)
     return t.amax(dim=dims, keepdim=True) if largest else t.amin(dim=dims, keepdim=True)

@@ -1,4 +1,4 @@
-"""Resize (opset 11..23): nearest, linear and cubic, every coordinate transformation mode.
+"""Resize (opset 11 and later): nearest, linear and cubic, every coordinate transformation mode.
 
 Resize is separable, so each resized axis is handled on its own: for every output position
 the source coordinate is computed per ``coordinate_transformation_mode``, then a small
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cosched.errors import UnsupportedOpError
-from cosched.ops.registry import OpContext, register
+from cosched.ops.registry import MAX_OPSET, OpContext, register
 
 __all__: list[str] = []
 
@@ -132,7 +132,7 @@ def _resize_axis(
     if extrapolated is not None and extrapolated.any():
         mask_shape = (1,) * axis + (out_len,) + (1,) * (x.dim() - axis - 1)
         mask = torch.from_numpy(extrapolated.reshape(mask_shape)).to(x.device)
-        y = torch.where(mask, torch.tensor(float(ctx.attr("extrapolation_value", 0.0)), dtype=y.dtype), y)
+        y = torch.where(mask, torch.tensor(float(ctx.attr("extrapolation_value", 0.0)), dtype=y.dtype, device=y.device), y)
     return y
 
 
@@ -183,7 +183,7 @@ def _resize(
     return work.clamp(info.min, info.max).to(x.dtype)
 
 
-@register("Resize", 11, 23)
+@register("Resize", 11, MAX_OPSET)
 def resize(
     ctx: OpContext, x: torch.Tensor, roi: torch.Tensor | None = None,
     scales: torch.Tensor | None = None, sizes: torch.Tensor | None = None,

@@ -1,14 +1,15 @@
 """Shape and creation ops: Reshape, Flatten, Transpose, (Un)Squeeze, Expand, Tile, Concat,
 Split, Shape, Size, Constant, ConstantOfShape, Range, Identity.
 
-Where ONNX moved an attribute to an input (Squeeze/Unsqueeze axes and Split sizes at 13) each
-side of the change is registered separately.
+Where ONNX moved an attribute to an input (Squeeze/Unsqueeze axes and Split sizes at 13) or
+changed an op's arithmetic (Range's float16 ``stash_type`` at 27) each side of the change is
+registered separately.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -165,12 +166,12 @@ def shape(ctx: OpContext, x: Tensor) -> Tensor:
     """``start``/``end`` (opset 15+) slice the shape with Python's clamping rules."""
     start, end = int(ctx.attr("start", 0)), ctx.attr("end")
     dims = list(x.shape)[start : None if end is None else int(end)]
-    return torch.tensor(dims, dtype=torch.int64)
+    return torch.tensor(dims, dtype=torch.int64, device=ctx.device)
 
 
 @register("Size", since=1)
 def size(ctx: OpContext, x: Tensor) -> Tensor:
-    return torch.tensor(x.numel(), dtype=torch.int64)
+    return torch.tensor(x.numel(), dtype=torch.int64, device=ctx.device)
 
 
 @register("Identity", since=1)
@@ -208,9 +209,9 @@ def constant(ctx: OpContext) -> Tensor:
         raise ShapeError(f"op Constant ({ctx.name!r}): expected exactly one value attribute, found {present}")
     key = present[0]
     if key == "value":
-        return _from_numpy(ctx, ctx.attr("value"), "value")
+        return _from_numpy(ctx, ctx.attr("value"), "value").to(ctx.device)
     if key in _CONSTANT_ATTRS:
-        return torch.tensor(ctx.attr(key), dtype=_CONSTANT_ATTRS[key])
+        return torch.tensor(ctx.attr(key), dtype=_CONSTANT_ATTRS[key], device=ctx.device)
     raise UnsupportedOpError(f"op Constant ({ctx.name!r}): attribute {key} is not supported (string/sparse tensors)")
 
 
@@ -218,10 +219,10 @@ def constant(ctx: OpContext) -> Tensor:
 def constant_of_shape(ctx: OpContext, shape: Tensor) -> Tensor:
     value = ctx.attr("value")
     fill = torch.zeros(1, dtype=torch.float32) if value is None else _from_numpy(ctx, value, "value")
-    return torch.full(int_list(shape), fill.reshape(-1)[0].item(), dtype=fill.dtype)
+    return torch.full(int_list(shape), fill.reshape(-1)[0].item(), dtype=fill.dtype, device=ctx.device)
 
 
-@register("Range", since=11)
+@register("Range", since=11, until=26)
 def range_(ctx: OpContext, start: Tensor, limit: Tensor, delta: Tensor) -> Tensor:
     """``max(ceil((limit - start) / delta), 0)`` elements ``start + i * delta``."""
     check_dtypes(ctx, start, limit, delta)
@@ -230,5 +231,38 @@ def range_(ctx: OpContext, start: Tensor, limit: Tensor, delta: Tensor) -> Tenso
         raise ShapeError(f"op Range ({ctx.name!r}): delta must be non-zero, found 0")
     n = max(math.ceil((lim - s) / d), 0)
     if start.dtype.is_floating_point:
-        return (torch.arange(n, dtype=torch.float64) * d + s).to(start.dtype)
-    return torch.arange(n, dtype=torch.int64).mul(int(d)).add(int(s)).to(start.dtype)
+        return (torch.arange(n, dtype=torch.float64, device=ctx.device) * d + s).to(start.dtype)
+    return torch.arange(n, dtype=torch.int64, device=ctx.device).mul(int(d)).add(int(s)).to(start.dtype)
+
+
+#: Range-27 ``stash_type`` codes (ONNX float and double) and the dtypes they compute in.
+_RANGE_STASH = {1: torch.float32, 11: torch.float64}
+
+
+@register("Range", since=27)
+def range_stash(ctx: OpContext, start: Tensor, limit: Tensor, delta: Tensor) -> Tensor:
+    """Opset 27: float16 inputs are cast to ``stash_type`` (float32 by default, or float64),
+    each ``start + i * delta`` is rounded to that type and then to float16; other dtypes are
+    computed as before."""
+    if start.dtype != torch.float16:
+        return cast(Tensor, range_(ctx, start, limit, delta))
+    code = int(ctx.attr("stash_type", 1))
+    if code not in _RANGE_STASH:
+        raise UnsupportedOpError(
+            f"op Range ({ctx.name!r}): stash_type must be 1 (float) or 11 (double), found {code}"
+        )
+    stash = _RANGE_STASH[code]
+    out = cast(Tensor, range_(ctx, start.to(stash), limit.to(stash), delta.to(stash)))
+    return _double_to_half(out) if stash == torch.float64 else out.to(torch.float16)
+
+
+def _double_to_half(t: Tensor) -> Tensor:
+    """float64 -> float16 rounded once, to nearest even. torch converts through float32 and so
+    rounds twice (1 + 2**-11 + 2**-24 becomes 1, not 1 + 2**-10); rounding to float32 toward
+    zero and setting the last bit when inexact ("round to odd") makes the second rounding exact."""
+    single = t.to(torch.float32)
+    inexact = single.to(torch.float64) != t
+    too_far = single.abs().to(torch.float64) > t.abs()
+    truncated = torch.where(too_far, torch.nextafter(single, torch.zeros_like(single)), single)
+    odd = (truncated.view(torch.int32) | 1).view(torch.float32)
+    return torch.where(inexact, odd, single).to(torch.float16)

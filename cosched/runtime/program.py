@@ -1,0 +1,165 @@
+"""What a backend runs: task programs, and a plan's steps interpreted on a :class:`Machine`.
+
+The types every backend shares live here, below the backends and the executor, so that
+neither imports the other:
+
+- :class:`TaskProgram`: one task ready to run (its kernels, or their trace).
+- :class:`Machine`: what gives a plan's steps meaning: ``run``, ``record``, ``wait`` and
+  ``free`` on a stream. The CPU backend's machine runs on worker threads with thread events;
+  the CUDA backend's issues onto streams and events from one thread; tests record the calls.
+- :class:`PlanProgram`: the per-stream programs and the one-thread issue program, each a
+  callable that drives a machine. :func:`plan_program` makes them from a verified plan's
+  steps (:mod:`cosched.codegen.steps`) through :func:`interpret`; the generated module's
+  stream functions are the same steps written out as calls, and drive the same machines.
+- :class:`Backend`: executes a :class:`PlanProgram` over an environment of tensors.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import torch
+
+from cosched.codegen.plan import Plan
+from cosched.codegen.steps import Step, issue_steps, stream_steps
+from cosched.errors import CoschedError, RuntimeFailure
+from cosched.ir.graph import Graph
+from cosched.runtime.kernels import Kernel, prepare_kernels
+from cosched.runtime.trace import TaskTiming
+from cosched.runtime.traced import TaskTracer, TracedTask
+
+__all__ = [
+    "Backend",
+    "Machine",
+    "PlanProgram",
+    "TaskProgram",
+    "build_programs",
+    "interpret",
+    "plan_program",
+]
+
+
+@dataclass(frozen=True)
+class TaskProgram:
+    """One task ready to run: its kernels in order (or their trace, see
+    :mod:`cosched.runtime.traced`), and ``reads``: the tensors it reads that other tasks
+    wrote (a CUDA stream records its use of each, see :mod:`cosched.runtime.cuda`)."""
+
+    id: int
+    name: str
+    tenant: str
+    kernels: tuple[Kernel, ...]
+    reads: tuple[str, ...] = ()
+    traced: TracedTask | None = None
+
+    @property
+    def label(self) -> str:
+        return f"task {self.id} ({self.tenant}:{self.name})"
+
+    def run(self, env: MutableMapping[str, torch.Tensor], stream: int) -> None:
+        try:
+            if self.traced is not None:
+                self.traced(env)
+            else:
+                for kernel in self.kernels:
+                    kernel(env)
+        except CoschedError as exc:
+            raise RuntimeFailure(f"{self.label} on stream {stream} failed: {exc}") from exc
+        except Exception as exc:
+            raise RuntimeFailure(
+                f"{self.label} on stream {stream} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def build_programs(graph: Graph, tracer: TaskTracer | None = None,
+                   host: Mapping[str, torch.Tensor] | None = None,
+                   device: torch.device | None = None) -> dict[int, TaskProgram]:
+    """Resolve every op once; one :class:`TaskProgram` per task of ``graph``. With
+    ``tracer``, each task that can be traced runs as one call; ``host`` and ``device`` are
+    passed to :func:`~cosched.runtime.kernels.prepare_kernels`."""
+    kernels = {k.op.name: k for k in prepare_kernels(graph.ops, host=host, device=device)}
+    task_of = {name: t.id for t in graph.tasks for op in t.ops for name in graph.op(op).outputs}
+    programs = {}
+    for t in graph.tasks:
+        ks = tuple(kernels[name] for name in t.ops)
+        reads = tuple(sorted({n for k in ks for n in k.op.inputs
+                              if n and task_of.get(n, t.id) != t.id}))
+        traced = tracer.trace(graph, t, ks) if tracer is not None else None
+        programs[t.id] = TaskProgram(t.id, t.name or t.ops[0], t.tenant, ks, reads, traced)
+    return programs
+
+
+class Machine(Protocol):
+    """Gives a plan's steps their meaning on one device (see the module docstring)."""
+
+    def run(self, stream: int, task: int) -> None: ...
+
+    def record(self, stream: int, event: int) -> None: ...
+
+    def wait(self, stream: int, event: int) -> None: ...
+
+    def free(self, stream: int, tensors: tuple[str, ...]) -> None: ...
+
+
+def interpret(steps: Sequence[Step], machine: Machine) -> None:
+    """Drive ``machine`` through ``steps`` in order: the one interpreter of plan steps."""
+    for step in steps:
+        if step.op == "run":
+            machine.run(step.stream, step.task)  # type: ignore[arg-type]
+        elif step.op == "wait":
+            machine.wait(step.stream, step.event)  # type: ignore[arg-type]
+        elif step.op == "record":
+            machine.record(step.stream, step.event)  # type: ignore[arg-type]
+        else:
+            machine.free(step.stream, step.tensors)
+
+
+Program = Callable[[Machine], None]
+
+
+@dataclass(frozen=True)
+class PlanProgram:
+    """A plan ready for a backend: ``streams[i]`` drives a machine through stream ``i``'s
+    steps, ``issue`` through every stream's steps in one-thread issue order. ``recorders``
+    maps each event to the task it is recorded after (for error messages)."""
+
+    streams: tuple[Program, ...]
+    issue: Program
+    num_events: int
+    priorities: tuple[int, ...]
+    recorders: Mapping[int, int]
+
+
+def plan_program(plan: Plan) -> PlanProgram:
+    """The programs of a verified plan, interpreting its steps."""
+    return PlanProgram(
+        streams=tuple(partial(interpret, steps) for steps in stream_steps(plan)),
+        issue=partial(interpret, issue_steps(plan)),
+        num_events=len(plan.events),
+        priorities=tuple(s.priority for s in plan.streams),
+        recorders={e.id: e.after_task for e in plan.events},
+    )
+
+
+class Backend(ABC):
+    """Executes a :class:`PlanProgram` over an environment of tensors; one implementation
+    per device kind.
+
+    ``execute`` runs every task once, leaving graph outputs in ``env``; with ``profile`` it
+    returns per-task timings (microseconds from the start of the run), else an empty tuple.
+    Any failure raises :class:`RuntimeFailure` naming the task; a backend never hangs.
+    """
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def execute(self, env: dict[str, torch.Tensor], profile: bool = False) -> tuple[TaskTiming, ...]:
+        """Run the plan once over ``env``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release threads, streams and graphs (idempotent)."""
