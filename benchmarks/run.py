@@ -57,7 +57,7 @@ from benchmarks.peers import (
     ort_sequential_runner,
     ort_threads_runner,
 )
-from cosched.compiled import CompiledPlan
+from cosched.compiled import CompiledPlan, nonfinite_differences
 from cosched.errors import ConfigError, CoschedError, DeviceError
 from cosched.runtime.measure import measure_interleaved
 
@@ -253,8 +253,9 @@ def compare_outputs(outputs: Mapping[str, Outputs], reference: str) -> dict[str,
 
     The relative error of one output is max |a - b| / max |b| (scaled by the reference's
     magnitude, so near-zero elements do not dominate); a runner agrees when its worst
-    relative error is at most :data:`REL_TOLERANCE`. A missing tenant or output, or a shape
-    mismatch, is a disagreement with the reason recorded.
+    relative error is at most :data:`REL_TOLERANCE`. A missing tenant or output, a shape
+    mismatch, or a difference that is not finite (NaN on either side, infinities that differ),
+    is a disagreement with the reason recorded.
     """
     ref = outputs[reference]
     checks: dict[str, dict[str, Any]] = {}
@@ -269,8 +270,18 @@ def compare_outputs(outputs: Mapping[str, Outputs], reference: str) -> dict[str,
                     continue
                 if not np.size(want):
                     continue
-                diff = float(np.max(np.abs(np.asarray(have, np.float64) - np.asarray(want, np.float64))))
-                scale = float(np.max(np.abs(np.asarray(want, np.float64))))
+                nonfinite = nonfinite_differences({tenant: {out_name: have}}, {tenant: {out_name: want}},
+                                                  (name, reference))
+                if nonfinite:
+                    problems += nonfinite
+                    worst_abs = worst_rel = float("inf")
+                    continue
+                a, b = np.asarray(have, np.float64), np.asarray(want, np.float64)
+                with np.errstate(invalid="ignore"):
+                    diffs = np.abs(a - b)
+                diffs[a == b] = 0.0  # the same infinity on both sides agrees
+                diff = float(np.max(diffs))
+                scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=0.0))
                 worst_abs = max(worst_abs, diff)
                 worst_rel = max(worst_rel, diff / scale if scale else diff)
         checks[name] = {"max_abs_diff": worst_abs, "max_rel_err": worst_rel, "problems": problems,

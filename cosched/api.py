@@ -7,13 +7,16 @@ stage's output is a plain value the next one consumes.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from cosched.codegen import graph_for_plan, load_plan, lower
-from cosched.compiled import CompiledPlan
+from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import CostModel, DeviceSpec
 from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
 from cosched.costmodel.profiler import standalone_threads
@@ -22,7 +25,9 @@ from cosched.costmodel.select import resolve_cost_model
 from cosched.errors import ConfigError
 from cosched.ir import analyse, fuse, load_models
 from cosched.runtime.bindings import random_inputs
+from cosched.runtime.kernels import check_supported
 from cosched.runtime.measure import schedule_timer
+from cosched.runtime.memory import check_fits, device_memory
 from cosched.search import CostTable, SearchConfig, optimize
 
 __all__ = ["compile", "load"]
@@ -71,19 +76,24 @@ def compile(
     """
     if objective not in ("makespan", "pareto"):
         raise ConfigError(f"objective must be 'makespan' or 'pareto', got {objective!r}")
+    _check_options(models=models, device=device, cost_model=cost_model, trials=trials, seed=seed,
+                   max_streams=max_streams, time_budget_s=time_budget_s, slo_ms=slo_ms,
+                   profile_budget_s=profile_budget_s, interference_threshold=interference_threshold)
     started = time.perf_counter()
+    config = SearchConfig(                                        # checked before any work
+        trials=trials, timeout_s=time_budget_s, seed=seed, max_streams=max_streams,
+        threshold=interference_threshold, slo_ms=dict(slo_ms or {}), best_effort=best_effort,
+        multi_objective=objective == "pareto", storage=study, progress=progress,
+    )
     spec = DeviceSpec.detect(device)                              # what we compile for
     graph = load_models(models, names=names, batch=batch, input_shapes=input_shapes)
+    check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
+    check_supported(graph.ops)                                    # a plan that could never run
     _check_slo_tenants(slo_ms, graph.tenant_names)                # before any profiling
     graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
     runtime = runtime_costs(spec, model)                          # dispatch, waits, threads
     table = CostTable(graph, model, runtime=runtime)              # latencies, cached slowdowns
-    config = SearchConfig(
-        trials=trials, timeout_s=time_budget_s, seed=seed, max_streams=max_streams,
-        threshold=interference_threshold, slo_ms=dict(slo_ms or {}), best_effort=best_effort,
-        multi_objective=objective == "pareto", storage=study, progress=progress,
-    )
     timer = schedule_timer(graph, spec, random_inputs(graph)) if measure else None
     result = optimize(table, config, timer)                       # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
@@ -96,6 +106,40 @@ def compile(
     seconds = time.perf_counter() - started
     log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
     return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=seconds)
+
+
+def _check_options(*, models: Any, device: Any, cost_model: Any, trials: Any, seed: Any, max_streams: Any,
+                   time_budget_s: Any, slo_ms: Any, profile_budget_s: Any, interference_threshold: Any) -> None:
+    """Types and ranges of :func:`compile`'s arguments, before any work; errors name the argument."""
+    if models is None or isinstance(models, (bytes, Mapping)) or not (
+        isinstance(models, (str, os.PathLike, Iterable)) or hasattr(models, "SerializeToString")
+    ):
+        raise ConfigError(f"models must be ONNX file paths or onnx.ModelProto values, got {models!r}")
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<i>', got {device!r}")
+    if not isinstance(cost_model, (str, os.PathLike, CostModel)):
+        raise ConfigError(f"cost_model must be 'auto', 'roofline', a directory or a CostModel, got {cost_model!r}")
+    for name, value in (("trials", trials), ("seed", seed), ("max_streams", max_streams)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if time_budget_s is not None and not (_real(time_budget_s) and 0 < time_budget_s < math.inf):
+        raise ConfigError(f"time_budget_s must be None or a finite number of seconds > 0, got {time_budget_s!r}")
+    if not (_real(profile_budget_s) and 0 <= profile_budget_s < math.inf):
+        raise ConfigError(f"profile_budget_s must be a finite number of seconds >= 0, got {profile_budget_s!r}")
+    if not (_real(interference_threshold) and interference_threshold >= 1.0):
+        raise ConfigError(f"interference_threshold must be a number >= 1.0 (inf lifts it), got "
+                          f"{interference_threshold!r}")
+    if slo_ms is None:
+        return
+    if not isinstance(slo_ms, Mapping):
+        raise ConfigError(f"slo_ms must map tenant -> milliseconds, got {slo_ms!r}")
+    for tenant, ms in slo_ms.items():
+        if not (_real(ms) and 0 < ms < math.inf):
+            raise ConfigError(f"slo_ms[{tenant!r}] must be a finite number of ms > 0, got {ms!r}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
@@ -112,6 +156,18 @@ def _check_slo_tenants(slo_ms: Mapping[str, float] | None, tenants: Sequence[str
 
 
 def load(directory: str | Path) -> CompiledPlan:
-    """A plan directory written by :meth:`CompiledPlan.save`, validated and ready to run."""
+    """A plan directory written by :meth:`CompiledPlan.save`, validated and ready to run.
+
+    Validated means: plan.json matches its schema and its fields agree with one another
+    and with the re-imported models (hashes, bindings, buffers, race-free streams), and
+    this machine has the plan's device. Raises :class:`~cosched.errors.PlanError` or
+    :class:`~cosched.errors.DeviceError` naming the file and the field.
+    """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise ConfigError(f"load() takes a plan directory path, got {type(directory).__name__} {directory!r}")
     plan = load_plan(directory)
-    return CompiledPlan(plan, graph_for_plan(plan), directory=Path(directory))
+    check_device(plan)
+    graph = graph_for_plan(plan)
+    index = int(plan.device.get("index", 0))
+    check_fits(graph, device_memory(plan.device_kind, index), f"this machine ({plan.device_kind})")
+    return CompiledPlan(plan, graph, directory=Path(directory))

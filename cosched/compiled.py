@@ -8,20 +8,27 @@ Executors are created on first use and reused.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cosched.codegen import Plan, emit_python, save_plan
+from cosched.errors import DeviceError, RuntimeFailure
 from cosched.ir.graph import Graph
-from cosched.runtime.bindings import random_inputs
+from cosched.runtime.bindings import (
+    check_finite,
+    check_index_inputs,
+    random_inputs,
+    validate_inputs,
+)
 from cosched.runtime.executor import Executor
 from cosched.runtime.measure import measure_interleaved
 from cosched.runtime.sequential import SequentialExecutor
 
-__all__ = ["CompiledPlan", "max_abs_diff", "plan_timeline"]
+__all__ = ["CompiledPlan", "check_device", "max_abs_diff", "nonfinite_differences", "plan_timeline"]
 
 Inputs = Mapping[str, Mapping[str, Any]]
 Outputs = dict[str, dict[str, np.ndarray]]
@@ -39,6 +46,8 @@ class CompiledPlan:
         self.compile_s = compile_s
         self.directory = directory
         self.measured: dict[str, Any] = {}
+        #: what the last :meth:`run` found non-finite (NaN / inf), one message per tensor
+        self.last_warnings: list[str] = []
         #: CUDA plans: run as one captured CUDA graph (set before the first run)
         self.cuda_graph = False
         self._executor: Executor | None = None
@@ -48,6 +57,7 @@ class CompiledPlan:
     @property
     def executor(self) -> Executor:
         if self._executor is None:
+            check_device(self.plan)
             self._executor = Executor(self.plan, self.graph, cuda_graph=self.cuda_graph)
         return self._executor
 
@@ -71,9 +81,26 @@ class CompiledPlan:
         """Deterministic random inputs of the right shapes, keyed by tenant then input name."""
         return random_inputs(self.graph, seed)
 
-    def run(self, inputs: Inputs | None = None, *, profile: bool = False) -> Outputs:
-        """Run the plan once; outputs keyed by tenant, then the model's output names."""
-        return self.executor.run(inputs if inputs is not None else self.inputs(), profile=profile)
+    def run(self, inputs: Inputs | None = None, *, profile: bool = False, strict: bool = False) -> Outputs:
+        """Run the plan once; outputs keyed by tenant, then the model's output names.
+
+        Inputs are checked first (names, shapes, dtypes, index ranges). NaN or inf in an
+        input, or in an output of a tenant whose inputs are finite, is logged as a warning
+        naming the tenant and tensor; with ``strict`` it raises instead
+        (:class:`~cosched.errors.InputError` / :class:`~cosched.errors.RuntimeFailure`).
+        """
+        feed = validate_inputs(self.graph, inputs if inputs is not None else self.inputs())
+        check_index_inputs(self.graph, feed)
+        nonfinite = check_finite(feed, "input", strict=strict)
+        try:
+            outputs = self.executor.run(feed, profile=profile)
+        except RuntimeFailure as exc:
+            if "\n" not in str(exc):
+                raise
+            raise RuntimeFailure(_one_line(str(exc))) from exc
+        from_outputs = check_finite(outputs, "output", strict=strict, skip=nonfinite)
+        self.last_warnings = [m for found in (nonfinite, from_outputs) for ms in found.values() for m in ms]
+        return outputs
 
     def benchmark(self, inputs: Inputs | None = None, *, iters: int = 20, warmup: int = 3,
                   compare_sequential: bool = True) -> dict[str, Any]:
@@ -91,14 +118,19 @@ class CompiledPlan:
         }
         if compare_sequential:
             result["speedup_vs_sequential"] = timings["sequential"].median / timings["plan"].median
-            result["max_abs_diff"] = max_abs_diff(self.executor.run(feed), self.reference.run(feed))
+            got, want = self.executor.run(feed), self.reference.run(feed)
+            result["max_abs_diff"] = max_abs_diff(got, want)
+            mismatches = nonfinite_differences(got, want)
+            if mismatches:
+                result["mismatches"] = mismatches
         self.measured = result
         return result
 
     def save(self, directory: str | Path, *, copy_models: bool = True) -> Path:
-        """Write plan.json, plan_module.py, the models (or references) and report.json."""
-        path = save_plan(self.plan, directory, copy_models=copy_models, module_source=emit_python(self.plan))
-        (Path(directory) / "report.json").write_text(json.dumps(self.report(), indent=2) + "\n")
+        """Write plan.json, plan_module.py, the models (or references) and report.json as
+        the directory ``directory``, replacing it whole (see :func:`cosched.codegen.save_plan`)."""
+        path = save_plan(self.plan, directory, copy_models=copy_models, module_source=emit_python(self.plan),
+                         extra_files={"report.json": json.dumps(self.report(), indent=2) + "\n"})
         self.directory = Path(directory)
         return path
 
@@ -163,6 +195,27 @@ class CompiledPlan:
             self._executor = None
 
 
+def check_device(plan: Plan) -> None:
+    """Raise :class:`DeviceError` unless this machine has the device the plan was compiled for."""
+    if plan.device_kind != "cuda":
+        return
+    import torch
+
+    index = int(plan.device.get("index", 0))
+    name = plan.device.get("name", "?")
+    label = f"plan {plan.base_dir}" if plan.base_dir else "the plan"
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"{label} was compiled for cuda:{index} ({name}), but torch here "
+            f"({torch.__version__}) has no CUDA device; run it on a GPU machine or recompile with --device cpu"
+        )
+    if index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"{label} was compiled for cuda:{index} ({name}), but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
+
+
 def plan_timeline(plan: Plan) -> list[dict[str, Any]]:
     """A plan's predicted timeline (no graph needed): one row per task, by stream then start."""
     stream_of = plan.stream_of_task()
@@ -175,12 +228,59 @@ def plan_timeline(plan: Plan) -> list[dict[str, Any]]:
 
 
 def max_abs_diff(a: Outputs, b: Outputs) -> float:
-    """Largest absolute elementwise difference over every output of every tenant."""
-    worst = 0.0
+    """Largest absolute elementwise difference over every output of every tenant.
+
+    A difference that is not finite (NaN on either side, or infinities that differ) makes it
+    ``inf``: outputs holding NaN never agree. :func:`nonfinite_differences` says where.
+    """
+    return max((float(diff.max()) for _, _, diff in _differences(a, b) if diff.size), default=0.0)
+
+
+def nonfinite_differences(a: Outputs, b: Outputs, names: tuple[str, str] = ("plan", "reference")) -> list[str]:
+    """One message per output whose difference is not finite somewhere, naming the tenant,
+    the output and how many elements are NaN or inf on each side (``names`` of ``a``, ``b``)."""
+    found = []
+    for tenant, name, diff in _differences(a, b):
+        bad = int(np.isinf(diff).sum())
+        if bad:
+            x, y = np.asarray(a[tenant][name]), np.asarray(b[tenant][name])
+            found.append(
+                f"tenant {tenant!r}: output {name!r} differs by a non-finite amount in {bad} of "
+                f"{diff.size} elements ({names[0]}: {_count_nonfinite(x)}; {names[1]}: {_count_nonfinite(y)})"
+            )
+    return found
+
+
+def _differences(a: Outputs, b: Outputs) -> Iterator[tuple[str, str, np.ndarray]]:
+    """|a - b| per output, 0 where both are equal (the same infinity too), inf where the
+    difference is not finite."""
     for tenant, outputs in a.items():
         for name, value in outputs.items():
-            other = b[tenant][name]
-            if value.size:
-                diff = np.abs(value.astype(np.float64) - other.astype(np.float64))
-                worst = max(worst, float(np.nanmax(diff)))
-    return worst
+            x = np.asarray(value).astype(np.float64)
+            y = np.asarray(b[tenant][name]).astype(np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                diff = np.abs(x - y)
+            diff[x == y] = 0.0
+            diff[~np.isfinite(diff)] = math.inf
+            yield tenant, name, diff
+
+
+def _count_nonfinite(x: np.ndarray) -> str:
+    if x.dtype.kind not in "fc":
+        return "0 NaN, 0 inf"
+    nan = int(np.isnan(x).sum())
+    inf = int(np.isinf(x).sum())
+    return f"{nan} NaN, {inf} inf"
+
+
+def _one_line(message: str) -> str:
+    """A failure message that carries a (TorchScript) traceback, as its first line and the
+    error at its end: what a user needs, without the interpreter's stack."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    head = lines[0].replace("The following operation failed in the TorchScript interpreter.", "").rstrip(": ")
+    if len(lines) == 1:
+        return head
+    before, _, kind = head.rpartition(": ")
+    if before and lines[-1].startswith(f"{kind}:"):
+        head = before  # the error's type is repeated on its last line
+    return f"{head}: {lines[-1]}"

@@ -13,7 +13,7 @@ import cosched
 import cosched.ir
 from cosched import zoo
 from cosched.compiled import CompiledPlan, max_abs_diff
-from cosched.errors import ConfigError
+from cosched.errors import ConfigError, DeviceError, InputError, RuntimeFailure
 
 TENANTS = ("squeezenet1_1", "bert", "dlrm")
 
@@ -167,3 +167,122 @@ def test_auto_cost_model_profiles_only_what_the_cache_lacks(
     _, mix_total, extrapolated = coverage(models, 0.0)        # all three: nothing profiled
     assert mix_total > total and extrapolated >= mix_total - total
     assert store_size() == before
+
+
+# ------------------------------------------------------------ bad arguments
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An inline MLP tenant 'r' (x[1, 4] -> y[1, 3]) saved as a file."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "ir"))
+    import onnx
+    from onnx_models import mlp
+
+    path = tmp_path_factory.mktemp("tiny") / "r.onnx"
+    onnx.save(mlp("r", batch=1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_plan(tiny: Path) -> CompiledPlan:
+    plan = cosched.compile([tiny], cost_model="roofline", trials=0)
+    yield plan
+    plan.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "culprit"),
+    [
+        ({"slo_ms": {"r": "fast"}}, r"slo_ms\['r'\].*'fast'"),
+        ({"slo_ms": {"r": float("inf")}}, r"slo_ms\['r'\].*inf"),
+        ({"slo_ms": ["r"]}, "slo_ms must map"),
+        ({"time_budget_s": 0}, "time_budget_s"),
+        ({"time_budget_s": -1.0}, "time_budget_s"),
+        ({"trials": "many"}, "trials must be an integer"),
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"profile_budget_s": -1}, "profile_budget_s"),
+        ({"device": None}, "device must be"),
+        ({"cost_model": None}, "cost_model must be"),
+        ({"batch": 10**23}, "2\\*\\*63 - 1"),
+        ({"input_shapes": {"r": None}}, "input_shapes\\['r'\\]"),
+        ({"study": "not a url"}, "not a database URL"),
+    ],
+)
+def test_bad_compile_arguments_are_config_errors_naming_the_argument(
+    tiny: Path, kwargs: dict, culprit: str
+) -> None:
+    with pytest.raises(ConfigError, match=culprit):
+        cosched.compile([tiny], cost_model=kwargs.pop("cost_model", "roofline"), trials=kwargs.pop("trials", 0),
+                        **kwargs)
+
+
+def test_compile_of_nothing_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="models must be"):
+        cosched.compile(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("where", [None, 5])
+def test_load_of_no_path_is_a_config_error(where: object) -> None:
+    with pytest.raises(ConfigError, match="plan directory path"):
+        cosched.load(where)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "culprit"),
+    [
+        ({"r": None}, "tenant 'r': inputs must map"),
+        ({"r": {"x": None}}, "tenant 'r': input 'x' must be an array"),
+        ({"r": {"x": [[1, 2], [3]]}}, "tenant 'r': input 'x' must be an array"),
+        (5, "inputs must map tenant"),
+    ],
+)
+def test_run_with_inputs_of_the_wrong_kind_is_an_input_error(tiny_plan: CompiledPlan, inputs: object, culprit: str) -> None:
+    with pytest.raises(InputError, match=culprit):
+        tiny_plan.run(inputs)  # type: ignore[arg-type]
+
+
+def test_run_warns_about_nan_and_strict_refuses(tiny_plan: CompiledPlan, caplog: pytest.LogCaptureFixture) -> None:
+    feed = {"r": {"x": np.array([[np.nan, 0, 1, 2]], np.float32)}}
+    with caplog.at_level(logging.WARNING, logger="cosched"):  # an earlier `cosched -q` may have raised it
+        out = tiny_plan.run(feed)
+    assert np.isnan(out["r"]["y"]).any()
+    assert "tenant 'r': input 'x' holds 1 NaN of 4 values" in caplog.text
+    assert tiny_plan.last_warnings == ["tenant 'r': input 'x' holds 1 NaN of 4 values"]
+    with pytest.raises(InputError, match="tenant 'r': input 'x' holds 1 NaN"):
+        tiny_plan.run(feed, strict=True)
+    huge = {"r": {"x": np.full((1, 4), 3e38, np.float32)}}
+    with pytest.raises(RuntimeFailure, match=r"tenant 'r': output 'y' holds .* inputs are finite"):
+        tiny_plan.run(huge, strict=True)
+    tiny_plan.run(tiny_plan.inputs())
+    assert tiny_plan.last_warnings == []
+
+
+def test_benchmark_reports_nan_outputs_as_a_mismatch(tiny_plan: CompiledPlan) -> None:
+    result = tiny_plan.benchmark({"r": {"x": np.full((1, 4), np.nan, np.float32)}}, iters=1, warmup=0)
+    assert result["max_abs_diff"] == float("inf")
+    assert "tenant 'r': output 'y'" in result["mismatches"][0]
+
+
+def test_load_refuses_a_cuda_plan_without_cuda(
+    tiny_plan: CompiledPlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    tiny_plan.save(tmp_path / "plan")
+    path = tmp_path / "plan" / "plan.json"
+    data = json.loads(path.read_text())
+    data["device"]["kind"] = "cuda"
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"compiled for cuda:0.*no CUDA device"):
+        cosched.load(tmp_path / "plan")
+
+
+def test_load_refuses_a_plan_too_big_for_this_machine(
+    tiny_plan: CompiledPlan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_plan.save(tmp_path / "plan")
+    monkeypatch.setattr("cosched.api.device_memory", lambda kind, index=0: 16)
+    with pytest.raises(ConfigError, match=r"need at least .* of memory.*has 16 B"):
+        cosched.load(tmp_path / "plan")

@@ -2,7 +2,9 @@
 
 Each verb lives in its own module of this package and exposes ``register(subparsers)``, which
 adds its parser and sets ``func`` (called with the parsed namespace, returning an exit code).
-User errors (:class:`CoschedError`) print as one line on stderr and exit with code 2.
+User errors (:class:`CoschedError`) print as one line on stderr and exit with code 2; so do
+what the machine refuses (an ``OSError`` such as a full disk, a ``MemoryError``), which a
+verb's own checks did not foresee: the user can act on those too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cosched.errors import CoschedError
 
@@ -23,8 +26,16 @@ COMMANDS = ("zoo", "exec", "profile", "compile", "run", "show", "demo")
 log = logging.getLogger("cosched")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error; the
+    subcommands' parsers are of this class too (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cosched",
         description="Compile several ONNX models (tenants) into one concurrent runtime plan.",
     )
@@ -50,11 +61,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CoschedError as exc:
-        print(f"cosched {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cosched {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"cosched {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"cosched {args.command}: error: out of memory; lower the batch or the input shapes",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cosched {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its lines joined, so an error never spans several."""
+    return " | ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cosched.cli.io import parse_assignments
-from cosched.cli.options import add_model_options, parse_model_options
+from cosched.cli.options import add_model_options, check_model_file, parse_model_options
 from cosched.cli.show import format_predicted
 from cosched.errors import ConfigError
 
@@ -21,7 +21,8 @@ examples:
   cosched compile resnet50.onnx bert.onnx -o plan --cost-model profiles/cpu --trials 200
   cosched compile a.onnx b.onnx -o plan --slo b=5 --objective pareto --json
   cosched compile a.onnx b.onnx -o plan --study sqlite:///search.db   (resumes when run again)
-tenant names are the file stems (a.onnx -> a); --slo, --batch and --shape use them.
+tenant names are the file stems (a.onnx -> a), or --name (one per model, in order);
+--slo, --batch and --shape use them.
 then: cosched run plan --compare sequential; cosched show plan --png plan.png"""
 
 
@@ -67,47 +68,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=_main)
 
 
-def parse_slos(specs: list[str]) -> dict[str, float]:
-    """``["bert=5", "dlrm=2.5"]`` -> ``{"bert": 5.0, "dlrm": 2.5}``; errors name the spec."""
+def parse_slos(specs: list[str], tenants: list[str] | None = None) -> dict[str, float]:
+    """``["bert=5", "dlrm=2.5"]`` -> ``{"bert": 5.0, "dlrm": 2.5}``; errors name the spec,
+    and a tenant not among ``tenants`` (when given)."""
     slos = {}
     for tenant, text in parse_assignments(specs, "--slo", "bert=5").items():
+        if tenants is not None and tenant not in tenants:
+            raise ConfigError(f"--slo {tenant}={text}: unknown tenant {tenant!r}; tenants are {tenants}")
         try:
             ms = float(text)
         except ValueError:
             raise ConfigError(f"--slo {tenant}={text}: the SLO must be a number of ms, got {text!r}") from None
-        if not math.isfinite(ms) or ms <= 0:
-            raise ConfigError(f"--slo {tenant}={text}: the SLO must be > 0 ms, got {ms}")
+        if not math.isfinite(ms):
+            raise ConfigError(f"--slo {tenant}={text}: the SLO must be a finite number of ms, got {text!r}")
+        if ms <= 0:
+            raise ConfigError(f"--slo {tenant}={text}: the SLO must be > 0 ms, got {ms:g}")
         slos[tenant] = ms
     return slos
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Options and paths, before any work: a bad -o fails now, not after the search."""
+    from cosched.codegen.plan import check_plan_dir
+
     if args.trials < 0:
         raise ConfigError(f"--trials must be >= 0, got {args.trials}")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise ConfigError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+    if args.time_budget is not None and not (0 < args.time_budget < math.inf):
+        raise ConfigError(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
     if not args.interference_threshold >= 1.0:
         raise ConfigError(f"--interference-threshold must be >= 1.0, got {args.interference_threshold}")
     if args.max_streams < 1:
         raise ConfigError(f"--max-streams must be >= 1, got {args.max_streams}")
-    if args.profile_budget < 0:
-        raise ConfigError(f"--profile-budget must be >= 0 seconds, got {args.profile_budget}")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"-o {output}: exists and is not a directory")
+    if not 0 <= args.profile_budget < math.inf:
+        raise ConfigError(f"--profile-budget must be a finite number of seconds >= 0, got {args.profile_budget}")
+    check_plan_dir(args.output, "-o")
     for model in args.models:
-        if not Path(model).is_file():
-            raise ConfigError(f"model file {model} does not exist")
+        check_model_file(model)
 
 
 def _main(args: argparse.Namespace) -> int:
     import cosched
 
     _check_args(args)
-    slos = parse_slos(args.slo)
+    model_options = parse_model_options(args)
+    slos = parse_slos(args.slo, model_options["names"])
     if args.objective == "pareto" and not slos:
         raise ConfigError("--objective pareto needs at least one --slo TENANT=MS")
-    model_options = parse_model_options(args)
     compiled = cosched.compile(
         args.models, device=args.device, **model_options, cost_model=args.cost_model,
         trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, slo_ms=slos,
@@ -131,7 +137,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"compiled {len(report['tenants'])} tenants ({', '.join(report['tenants'])}) for "
         f"{device.get('kind', '?')} ({device.get('name', '?')}) in {report.get('compile_s', 0.0):.1f} s",
         f"  {'cost model':18s} {report.get('cost_model', '?')}",
-        f"  {'search trials':18s} {report.get('trials', '?')}",
+        f"  {'search trials':18s} {report.get('trials', '?')}{' (baselines only)' if report.get('trials') == 0 else ''}",
         f"  {'tasks':18s} {report['tasks']}",
         f"  {'streams':18s} {report['streams']}",
         f"  {'events':18s} {report['events']}",

@@ -17,8 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from cosched.cli.io import load_npz, parse_assignments, save_outputs
-from cosched.cli.options import add_model_options, parse_model_options, shapes_from_inputs
+from cosched.cli.io import check_output_dir, load_npz, parse_assignments, save_outputs
+from cosched.cli.options import (
+    add_model_options,
+    check_model_file,
+    parse_model_options,
+    shapes_from_inputs,
+)
 from cosched.errors import ConfigError, InputError
 
 __all__ = ["TenantRun", "format_exec", "register"]
@@ -29,7 +34,7 @@ examples:
   cosched exec bert.onnx dlrm.onnx --save-outputs out/       # writes out/bert.npz, out/dlrm.npz
   cosched exec bert.onnx --inputs bert=bert_in.npz --save-outputs out/
   cosched exec resnet50.onnx --batch 8 --seed 1
-tenants are named after the file stems. An --inputs file holds one array per model input,
+tenants are named after the file stems (or --name, one per model). An --inputs file holds one array per model input,
 keyed by the ONNX input names (np.savez(FILE, input_ids=..., attention_mask=...)); its arrays'
 shapes fix the model's symbolic dims. Tenants without --inputs get seeded random inputs
 (--seed): floats ~ N(0, 1), integers in [0, 2) (valid as indices, token ids and masks), so a
@@ -49,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="inputs of a tenant, keyed by the model's input names (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     parser.add_argument("--save-outputs", metavar="DIR", help="write DIR/TENANT.npz, keyed by output names")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 2) on NaN or inf in an input, or in an output of a tenant "
+                             "whose inputs are finite (default: warn)")
     parser.set_defaults(func=_main)
 
 
@@ -65,14 +73,19 @@ class TenantRun:
 
 def _main(args: argparse.Namespace) -> int:
     from cosched.ir import load_models
+    from cosched.runtime.memory import check_fits, device_memory
 
-    stems = [Path(m).stem for m in args.models]
-    given = _read_input_files(args.inputs, stems)
+    if args.save_outputs:
+        check_output_dir(args.save_outputs, "--save-outputs")
+    for model in args.models:
+        check_model_file(model)
     options = parse_model_options(args)
+    given = _read_input_files(args.inputs, options["names"])
     options["input_shapes"] = _merge_shapes(given, options["input_shapes"], options["batch"])
     graph = load_models(args.models, **options)
+    check_fits(graph, device_memory("cpu"), "this machine (cpu)")
     _check_input_names(graph, given)
-    runs, total = execute(graph, given, args.seed)
+    runs, total = execute(graph, given, args.seed, strict=args.strict)
     saved = save_outputs({r.tenant: r.outputs for r in runs}, args.save_outputs) if args.save_outputs else []
     if not args.quiet:
         print(format_exec(runs, total, saved))
@@ -134,19 +147,27 @@ def _check_input_names(graph: Any, given: Mapping[str, tuple[str, Mapping[str, n
 
 
 def execute(
-    graph: Any, given: Mapping[str, tuple[str, Mapping[str, np.ndarray]]], seed: int
+    graph: Any, given: Mapping[str, tuple[str, Mapping[str, np.ndarray]]], seed: int, *, strict: bool = False
 ) -> tuple[list[TenantRun], float]:
-    """Run ``graph`` once on the given inputs (random ones elsewhere); per-tenant op time."""
+    """Run ``graph`` once on the given inputs (random ones elsewhere); per-tenant op time.
+
+    Index inputs out of range are refused before the run; NaN or inf in inputs, or in the
+    outputs of a tenant whose inputs are finite, are warned about (with ``strict``, refused)."""
     from cosched.runtime import SequentialExecutor, random_inputs
+    from cosched.runtime.bindings import check_finite, check_index_inputs, validate_inputs
 
     feeds: dict[str, Mapping[str, np.ndarray]] = dict(random_inputs(graph, seed))
     feeds.update({tenant: arrays for tenant, (_, arrays) in given.items()})
+    feeds = validate_inputs(graph, feeds)
+    check_index_inputs(graph, feeds)
+    nonfinite = check_finite(feeds, "input", strict=strict)
     executor = SequentialExecutor(graph)
     seconds: dict[str, float] = dict.fromkeys(graph.tenant_names, 0.0)
     executor.kernels = [_Timed(kernel, seconds) for kernel in executor.kernels]  # type: ignore[misc]
     start = time.perf_counter()
     outputs = executor.run(feeds)
     total = time.perf_counter() - start
+    check_finite(outputs, "output", strict=strict, skip=nonfinite)
     ops = {t: sum(op.tenant == t for op in graph.ops) for t in graph.tenant_names}
     runs = [
         TenantRun(t, f"from {given[t][0]}" if t in given else f"random, seed {seed}",

@@ -7,8 +7,10 @@ output names, so a run's outputs can be fed back or compared with onnxruntime's.
 
 from __future__ import annotations
 
+import os
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,15 @@ import numpy as np
 
 from cosched.errors import ConfigError, InputError
 
-__all__ = ["load_npz", "parse_assignments", "read_inputs", "save_outputs"]
+__all__ = [
+    "check_output_dir",
+    "check_output_file",
+    "load_npz",
+    "parse_assignments",
+    "read_inputs",
+    "save_outputs",
+    "writing",
+]
 
 
 def parse_assignments(specs: Iterable[str], flag: str, example: str) -> dict[str, str]:
@@ -59,14 +69,61 @@ def read_inputs(specs: Sequence[str], tenants: Sequence[str]) -> dict[str, dict[
 
 def save_outputs(outputs: Mapping[str, Mapping[str, np.ndarray]], directory: str | Path) -> list[Path]:
     """Write ``DIR/TENANT.npz`` per tenant, keyed by the model's output names; returns the files."""
-    out = Path(directory)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--save-outputs {out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(directory, "--save-outputs")
     written = []
-    for tenant, arrays in outputs.items():
-        path = out / f"{tenant}.npz"
-        payload: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
-        np.savez(path, **payload)
-        written.append(path)
+    with writing("--save-outputs", out):
+        out.mkdir(parents=True, exist_ok=True)
+        for tenant, arrays in outputs.items():
+            path = out / f"{tenant}.npz"
+            payload: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
+            np.savez(path, **payload)
+            written.append(path)
     return written
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """``path`` as a Path if a file can be written there (it is no directory, and its nearest
+    existing parent is a writable directory); else :class:`ConfigError` naming ``flag``.
+    Called before any expensive work, so a bad path fails first."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out}: is a directory; give a file path")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"{flag} {out}: the file is not writable")
+    _check_parent(out, flag)
+    return out
+
+
+def check_output_dir(path: str | Path, flag: str) -> Path:
+    """``path`` as a Path if a directory can be written there (an existing writable directory,
+    or creatable under a writable one); else :class:`ConfigError` naming ``flag``."""
+    out = Path(path)
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{flag} {out}: exists and is not a directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {out}: the directory is not writable")
+        return out
+    _check_parent(out, flag)
+    return out
+
+
+def _check_parent(out: Path, flag: str) -> None:
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {out}: directory {parent} is not writable")
+
+
+@contextmanager
+def writing(flag: str, path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` (a full disk, a read-only file system) into
+    a :class:`ConfigError` naming ``flag`` and the reason."""
+    try:
+        yield
+    except OSError as exc:
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise ConfigError(f"{flag} {path}: cannot write ({reason})") from None

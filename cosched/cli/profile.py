@@ -19,6 +19,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cosched.cli.io import check_output_dir, writing
+from cosched.cli.options import check_model_file
 from cosched.errors import ConfigError, CoschedError, ProfileError
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["register", "run_evaluate", "run_profile", "transfer_path"]
 
 log = logging.getLogger(__name__)
+
+STORE_FILE = "profiles.sqlite"
 
 EPILOG = """\
 Several --batch sizes profile every model at each, in one store, within one shared budget:
@@ -90,11 +94,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=_main)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Options and paths, before anything is measured."""
+    if not args.budget_s > 0 or not math.isfinite(args.budget_s):
+        raise ConfigError(f"--budget-s must be a finite number of seconds > 0, got {args.budget_s}")
+    if min(args.batch) < 1:
+        raise ConfigError(f"every --batch must be >= 1, got {args.batch}")
+    if args.max_groups is not None and args.max_groups < 0:
+        raise ConfigError(f"--max-groups must be >= 0, got {args.max_groups}")
+    output = check_output_dir(args.output, "-o")
+    if args.max_groups == 0 and not (output / STORE_FILE).is_file():
+        raise ConfigError(
+            f"--max-groups 0 measures no co-run group, and {output} holds no {STORE_FILE} to refit on; "
+            "profile into it with --max-groups > 0 (or without --max-groups) first"
+        )
+    for model in args.models or []:
+        check_model_file(model)
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.evaluate_on:
         return _main_evaluate(args)
-    if args.budget_s <= 0 or min(args.batch) < 1:
-        raise ConfigError(f"--budget-s must be > 0 and every --batch >= 1, got {args.budget_s} and {args.batch}")
+    _check_args(args)
     metrics = run_profile(
         device=args.device, models=args.models, zoo_size=args.zoo, batch=args.batch,
         budget_s=args.budget_s, max_groups=args.max_groups, seed=args.seed,
@@ -196,19 +217,29 @@ def run_profile(*, device: str, models: list[str] | None, zoo_size: str | None, 
     spec = DeviceSpec.detect(device)
     graphs = [g for b in ([batch] if isinstance(batch, int) else batch) for g in _load(models, zoo_size, b)]
     config = ProfileConfig(budget_s=budget_s, max_groups=max_groups, seed=seed, quiet=quiet)
-    output.mkdir(parents=True, exist_ok=True)
-    with ProfileStore(output / "profiles.sqlite") as store:
+    with writing("-o", output):
+        output.mkdir(parents=True, exist_ok=True)
+    with ProfileStore(output / STORE_FILE) as store:
         data = Profiler(spec, config).profile(graphs, store)
     if not data.groups:
+        if len(data.standalone) < 2:
+            raise ProfileError(
+                f"the models hold {len(data.standalone)} distinct task signature(s); co-run groups need "
+                "at least 2: profile more models, or larger ones"
+            )
+        if max_groups == 0:
+            raise ProfileError(f"{output / STORE_FILE} holds no co-run group of device {spec.name} to refit "
+                               "on, and --max-groups 0 measures none; profile with --max-groups > 0 first")
         raise ProfileError(f"no co-run group was measured in {budget_s} s; raise --budget-s")
     metrics = evaluate(data, seed=seed)
     model = XGBoostModel(spec).fit(data)
     model.metrics = {**model.metrics, "held_out": metrics}
-    model.save(output / "model")
     metrics = {**metrics, "device": spec.name, "fingerprint": spec.fingerprint,
                "standalone_signatures": len(data.standalone), "corun_groups": len(data.groups)}
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    (output / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    with writing("-o", output):
+        model.save(output / "model")
+        (output / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
     return metrics
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
-from cosched.cli.io import read_inputs, save_outputs
-from cosched.errors import ConfigError
+from cosched.cli.io import check_output_dir, check_output_file, read_inputs, save_outputs, writing
+from cosched.errors import ConfigError, RuntimeFailure
 
 __all__ = ["register"]
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
@@ -44,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--write-profile", metavar="STORE.sqlite",
                         help="profile 5 runs and append their task timings to this profile store "
                              "(alone -> standalone records, mutually overlapping pairs -> co-run groups)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 2) on NaN or inf in an input or output, or on outputs that "
+                             "disagree with sequential execution (default: warn)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_main)
 
@@ -53,6 +59,12 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.iters < 0 or args.warmup < 0:
         raise ConfigError(f"--iters and --warmup must be >= 0, got {args.iters} and {args.warmup}")
+    if args.save_outputs:
+        check_output_dir(args.save_outputs, "--save-outputs")
+    if args.trace:
+        check_output_file(args.trace, "--trace")
+    if args.write_profile:
+        check_output_file(args.write_profile, "--write-profile")
     compiled = cosched.load(args.plan_dir)
     if args.cuda_graph and compiled.plan.device_kind != "cuda":
         compiled.close()
@@ -72,7 +84,7 @@ def _main(args: argparse.Namespace) -> int:
 def _run(compiled: Any, args: argparse.Namespace) -> dict[str, Any]:
     tenants = list(compiled.graph.tenant_names)
     feed = compiled.inputs(args.seed) | read_inputs(args.inputs, tenants)
-    outputs = compiled.run(feed)
+    outputs = compiled.run(feed, strict=args.strict)
     report: dict[str, Any] = {
         "plan_dir": str(args.plan_dir),
         "device": dict(compiled.plan.device),
@@ -90,18 +102,37 @@ def _run(compiled: Any, args: argparse.Namespace) -> dict[str, Any]:
                                       compare_sequential=args.compare == "sequential")
         report |= {"iters": args.iters, "warmup": args.warmup, **measured}
     elif args.compare == "sequential":
-        from cosched.compiled import max_abs_diff
+        from cosched.compiled import max_abs_diff, nonfinite_differences
 
-        report["max_abs_diff"] = max_abs_diff(outputs, compiled.reference.run(feed))
+        reference = compiled.reference.run(feed)
+        report["max_abs_diff"] = max_abs_diff(outputs, reference)
+        report["mismatches"] = nonfinite_differences(outputs, reference)
+    _check_agreement(report, args.strict)
+    if compiled.last_warnings:
+        report["warnings"] = list(compiled.last_warnings)
     if args.save_outputs:
         report["saved_outputs"] = [str(p) for p in save_outputs(outputs, args.save_outputs)]
     if args.trace:
-        report["trace"] = str(compiled.trace(args.trace, feed))
+        with writing("--trace", args.trace):
+            report["trace"] = str(compiled.trace(args.trace, feed))
     if args.write_profile:
         written = compiled.write_profile(args.write_profile, feed)
         report["profile_written"] = {"store": args.write_profile, "standalone": len(written.standalone),
                                      "corun_groups": len(written.groups), "skipped": written.skipped}
     return report
+
+
+def _check_agreement(report: dict[str, Any], strict: bool) -> None:
+    """Outputs that differ from sequential execution by a non-finite amount are a mismatch:
+    logged (and listed in the report), or with ``strict`` an error."""
+    mismatches = report.pop("mismatches", None) or []
+    if not mismatches:
+        return
+    if strict:
+        raise RuntimeFailure(f"plan outputs disagree with sequential execution: {mismatches[0]}")
+    report["mismatches"] = mismatches
+    for message in mismatches:
+        log.warning("plan outputs disagree with sequential execution: %s", message)
 
 
 def format_run(report: dict[str, Any]) -> str:
@@ -118,7 +149,10 @@ def format_run(report: dict[str, Any]) -> str:
     if "speedup_vs_sequential" in report:
         lines.append(f"  {'speedup':14s} {report['speedup_vs_sequential']:9.2f}x  (sequential / plan)")
     if "max_abs_diff" in report:
-        lines.append(f"  {'max abs diff':14s} {report['max_abs_diff']:9.3g}     (plan vs op-by-op sequential outputs)")
+        agree = "MISMATCH: not finite, " if report.get("mismatches") else ""
+        lines.append(f"  {'max abs diff':14s} {report['max_abs_diff']:9.3g}     "
+                     f"({agree}plan vs op-by-op sequential outputs)")
+    lines += [f"  warning: {message}" for message in report.get("warnings", [])]
     for tenant, outs in report["outputs"].items():
         shapes = ", ".join(f"{n} {o['dtype']}{o['shape']}" for n, o in outs.items())
         lines.append(f"  {tenant} ({report['inputs'][tenant]} inputs): {shapes}")

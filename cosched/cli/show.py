@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cosched.cli.io import check_output_file, writing
 from cosched.errors import PlanError
 
 __all__ = ["format_predicted", "register", "summarize", "text_gantt"]
@@ -29,17 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _main(args: argparse.Namespace) -> int:
-    from cosched.codegen import load_plan
+    from cosched.codegen import graph_for_plan, load_plan
     from cosched.compiled import plan_timeline
 
+    if args.png:
+        check_output_file(args.png, "--png")
     plan = load_plan(args.plan_dir)
+    graph_for_plan(plan)  # validated as `run` validates it, except that any device may be shown
     summary = summarize(plan, _saved_report(Path(args.plan_dir)))
     rows = plan_timeline(plan)
     if args.png:
         from cosched.viz import gantt
 
         title = f"{Path(args.plan_dir).name}: {', '.join(plan.tenants)} on {plan.device.get('name', '?')}"
-        summary["png"] = str(gantt(rows, args.png, title=title))
+        with writing("--png", args.png):
+            summary["png"] = str(gantt(rows, args.png, title=title))
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     elif not args.quiet:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from cosched.codegen.emit import emit_python, load_module
 from cosched.codegen.lower import lower, plan_sync
-from cosched.codegen.plan import ImportOptions, Plan, load_plan, plan_schema, save_plan
+from cosched.codegen.plan import (
+    ImportOptions,
+    Plan,
+    check_plan_dir,
+    load_plan,
+    plan_schema,
+    save_plan,
+)
 from cosched.codegen.rebuild import graph_for_plan
 from cosched.codegen.verify import verify_plan
 
 __all__ = [
     "ImportOptions",
     "Plan",
+    "check_plan_dir",
     "emit_python",
     "graph_for_plan",
     "load_module",

@@ -3,19 +3,26 @@
 A plan keeps no weights and no IR: the runtime imports the referenced ONNX files again with
 the recorded import options, then re-applies the plan's task partition (task id -> op
 names) instead of re-running fusion, so the tasks are exactly those the plan was made for.
+The plan's other fields must then agree with the models (:func:`check_against_graph`):
+input and output bindings, buffers, and the ordering of every dependency of the task DAG.
 """
 
 from __future__ import annotations
 
-from cosched.codegen.plan import Plan
-from cosched.errors import PlanError
+from collections.abc import Sequence
+from pathlib import Path
+
+from cosched.codegen.plan import PLAN_FILE, Binding, Plan
+from cosched.codegen.verify import verify_plan
+from cosched.errors import GraphError, PlanError
 from cosched.ir.graph import Graph, Task
 
-__all__ = ["graph_for_plan"]
+__all__ = ["apply_tasks", "check_against_graph", "graph_for_plan"]
 
 
 def graph_for_plan(plan: Plan) -> Graph:
-    """The plan's graph, re-imported from its model files, with the plan's tasks."""
+    """The plan's graph, re-imported from its model files, with the plan's tasks; the plan
+    is checked against it (:func:`check_against_graph`)."""
     from cosched.ir import load_models
 
     options = plan.import_options
@@ -31,7 +38,82 @@ def graph_for_plan(plan: Plan) -> Graph:
             f"re-importing the plan's models gave tenants {list(graph.tenant_names)}, "
             f"the plan expects {list(plan.tenants)}"
         )
-    return apply_tasks(graph, plan)
+    try:
+        graph = apply_tasks(graph, plan)
+    except GraphError as exc:
+        raise PlanError(f"{_where(plan)}: tasks: {exc}") from None
+    check_against_graph(plan, graph)
+    return graph
+
+
+def check_against_graph(plan: Plan, graph: Graph) -> None:
+    """Raise :class:`PlanError` unless the plan's bindings and buffers are the graph's and
+    its streams order every dependency of the graph's task DAG; messages name the field."""
+    where = _where(plan)
+    for field_name in ("inputs", "outputs"):
+        _compare_bindings(getattr(plan, field_name), _bindings(graph, field_name), f"{where}: {field_name}")
+    _compare_buffers(plan, graph, where)
+    try:
+        verify_plan(plan, graph)
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc}") from None
+
+
+def _where(plan: Plan) -> str:
+    return str(Path(plan.base_dir) / PLAN_FILE) if plan.base_dir else "plan"
+
+
+def _bindings(graph: Graph, which: str) -> list[Binding]:
+    return [
+        Binding(t.name, own, name, graph.tensor(name).shape, graph.tensor(name).dtype)
+        for t in graph.tenants
+        for own, name in getattr(t, which)
+    ]
+
+
+def _compare_bindings(ours: Sequence[Binding], theirs: Sequence[Binding], label: str) -> None:
+    keys = [(b.tenant, b.name) for b in ours]
+    expected = [(b.tenant, b.name) for b in theirs]
+    if keys != expected:
+        missing = [f"{t}:{n}" for t, n in expected if (t, n) not in keys]
+        extra = [f"{t}:{n}" for t, n in keys if (t, n) not in expected]
+        raise PlanError(
+            f"{label}: the plan binds {[f'{t}:{n}' for t, n in keys]}, the models have "
+            f"{[f'{t}:{n}' for t, n in expected]} (missing {missing}, extra {extra}, else another order)"
+        )
+    for i, (b, want) in enumerate(zip(ours, theirs, strict=True)):
+        for attr in ("tensor", "shape", "dtype"):
+            got, model = getattr(b, attr), getattr(want, attr)
+            if tuple(got) != tuple(model) if attr == "shape" else got != model:
+                raise PlanError(
+                    f"{label}[{i}] ({b.tenant}:{b.name}): {attr} is {_show(got)} in the plan, "
+                    f"{_show(model)} in the model; recompile the plan"
+                )
+
+
+def _compare_buffers(plan: Plan, graph: Graph, where: str) -> None:
+    produced = {name: op for op in graph.ops for name in op.outputs if name}
+    names = [b.tensor for b in plan.buffers]
+    if sorted(names) != sorted(produced):
+        missing, extra = sorted(set(produced) - set(names)), sorted(set(names) - set(produced))
+        raise PlanError(f"{where}: buffers: missing {missing[:5]} and extra {extra[:5]} against the "
+                        "tensors the models' ops produce; recompile the plan")
+    for i, b in enumerate(plan.buffers):
+        info = graph.tensor(b.tensor)
+        users = tuple(sorted({graph.task_of(c.name).id for c in graph.consumers(b.tensor)}))
+        expected = {"tenant": info.tenant, "shape": tuple(info.shape), "dtype": info.dtype,
+                    "def_task": graph.task_of(produced[b.tensor].name).id, "use_tasks": users}
+        for attr, model in expected.items():
+            got = getattr(b, attr)
+            if (tuple(got) if attr in ("shape", "use_tasks") else got) != model:
+                raise PlanError(
+                    f"{where}: buffers[{i}] ({b.tensor!r}): {attr} is {_show(got)} in the plan, "
+                    f"{_show(model)} in the model; recompile the plan"
+                )
+
+
+def _show(value: object) -> str:
+    return str(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 def apply_tasks(graph: Graph, plan: Plan) -> Graph:

@@ -51,7 +51,7 @@ from cosched.ir.onnx_io import (
     read_source,
     sort_nodes,
 )
-from cosched.ir.shapes import Resolution, carries_data, fix_inputs, resolve
+from cosched.ir.shapes import MAX_DIM, Resolution, carries_data, fix_inputs, resolve
 
 __all__ = ["ModelSource", "load_models", "read_weights"]
 
@@ -128,6 +128,8 @@ def _tenant_names(read: Sequence[Source], names: Sequence[str] | None) -> list[s
 def _check_batch(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    if value > MAX_DIM:
+        raise ConfigError(f"{what} must be at most 2**63 - 1, the largest ONNX dim, got {value!r}")
     return int(value)
 
 
@@ -152,7 +154,12 @@ def _input_shapes(
 ) -> dict[str, dict[str, Shape]]:
     if shapes is None:
         return {}
+    if not isinstance(shapes, Mapping):
+        raise ConfigError(f"input_shapes must map tenant -> {{input name: shape}}, got {shapes!r}")
     _unknown_tenants(shapes, tenants, "input_shapes")
+    for tenant, per_input in shapes.items():
+        if not isinstance(per_input, Mapping):
+            raise ConfigError(f"input_shapes[{tenant!r}] must map input name -> shape, got {per_input!r}")
     return {tenant: dict(per_input) for tenant, per_input in shapes.items()}
 
 

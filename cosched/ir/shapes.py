@@ -32,6 +32,8 @@ from cosched.ir.onnx_io import ONNX_DOMAINS, attr_values, initializer_array, np_
 __all__ = ["FOLD_LIMIT", "Resolution", "Typed", "carries_data", "fix_inputs", "resolve"]
 
 FOLD_LIMIT = 1 << 16
+#: The largest dim an ONNX shape (int64) holds.
+MAX_DIM = 2**63 - 1
 """Largest folded value (elements, all outputs of one op) and largest initializer whose data
 the working model carries; larger values stay tensors that ops compute or read."""
 
@@ -72,9 +74,20 @@ def _input_type(tenant: str, vi: onnx.ValueInfoProto) -> Typed:
 
 
 def _apply_shape(tenant: str, name: str, typed: Typed, given: Sequence[int], ranked: bool) -> Typed:
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+        raise ConfigError(f"tenant {tenant!r}: shape {given!r} for input {name!r} must be a list of integers")
     dims = tuple(given)
-    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in dims):
-        raise ConfigError(f"tenant {tenant!r}: shape {dims} for input {name!r} must be non-negative integers")
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= MAX_DIM for d in dims):
+        raise ConfigError(
+            f"tenant {tenant!r}: shape {dims} for input {name!r} must be integers from 0 to 2**63 - 1"
+        )
+    for axis, want in enumerate(dims):
+        have = typed.shape[axis] if ranked and axis < len(typed.shape) else None
+        if want < 1 and have is None:
+            raise ConfigError(
+                f"tenant {tenant!r}: the given shape {_fmt(dims)} of input {name!r} sets axis {axis} to "
+                f"{want}; a dim the model leaves open must be >= 1, as a batch must"
+            )
     if ranked and len(dims) != len(typed.shape):
         raise ShapeError(
             f"tenant {tenant!r}: input {name!r} has rank {len(typed.shape)} {_fmt(typed.shape)}, "

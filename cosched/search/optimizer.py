@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
 from cosched.errors import ConfigError, SLOError
 from cosched.ir.graph import frozen_mapping
@@ -25,6 +26,7 @@ from cosched.search.decoder import DecoderKnobs, decode
 from cosched.search.improve import improve
 from cosched.search.schedule import Schedule
 from cosched.search.simulator import Interference, SimResult, simulate
+from cosched.search.storage import check_storage
 from cosched.search.study import Direction, open_study
 
 __all__ = ["Candidate", "SearchConfig", "SearchResult", "knobs_from_params", "optimize"]
@@ -75,6 +77,8 @@ class SearchConfig:
         for tenant, slo in self.slo_ms.items():
             if not slo > 0:
                 raise ConfigError(f"SLO of tenant {tenant!r} must be > 0 ms, got {slo}")
+        if self.storage is not None:
+            check_storage(self.storage)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The chosen schedule and everything needed to judge it."""
+    """The chosen schedule and everything needed to judge it. ``trials`` counts the study's
+    completed trials (with ``trials=0`` none run: only the baselines are decoded)."""
 
     schedule: Schedule
     sim: SimResult
@@ -159,7 +164,7 @@ def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = N
         schedule=chosen.schedule,
         sim=sim,
         baselines=baselines,
-        trials=len(study.trials),
+        trials=sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
         pareto=pareto,
         violations=violations,
         interference_unavoidable=bool(violations),
@@ -216,11 +221,15 @@ def _run_study(table: CostTable, config: SearchConfig, baselines: Sequence[Basel
     else:
         sampler = optuna.samplers.TPESampler(seed=config.seed)
         directions = ["minimize"]
-    if config.storage:
-        study = open_study(table, config.storage, _objective_key(config), config.study_name,
-                           sampler, directions)
-    else:
-        study = optuna.create_study(sampler=sampler, directions=directions)
+    try:
+        if config.storage:
+            study = open_study(table, config.storage, _objective_key(config), config.study_name,
+                               sampler, directions)
+        else:
+            study = optuna.create_study(sampler=sampler, directions=directions)
+    except (SQLAlchemyError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"study storage {config.storage!r} cannot hold the study: {reason}") from None
     if not study.trials:
         for params in _baseline_params(table, config):
             study.enqueue_trial(params)

@@ -82,6 +82,18 @@ def test_compare_outputs_flags_a_wrong_value_and_a_missing_output():
     assert "a/y" in checks["missing"]["problems"][0]
 
 
+def test_compare_outputs_counts_nan_as_a_mismatch():
+    ref = {"a": {"y": np.array([1.0, np.inf, 4.0], np.float32)}}
+    same = {"a": {"y": np.array([1.0, np.inf, 4.0], np.float32)}}
+    nan = {"a": {"y": np.array([1.0, np.inf, np.nan], np.float32)}}
+    checks = compare_outputs({"ref": ref, "same": same, "nan": nan}, "ref")
+    assert checks["same"]["agrees"] and checks["same"]["max_abs_diff"] == 0.0
+    assert not checks["nan"]["agrees"] and checks["nan"]["max_abs_diff"] == float("inf")
+    assert "'a'" in checks["nan"]["problems"][0] and "'y'" in checks["nan"]["problems"][0]
+    nan_ref = compare_outputs({"ref": nan, "nan": nan}, "ref")
+    assert not nan_ref["ref"]["agrees"]  # NaN never agrees, not even with itself
+
+
 def test_unknown_mix_names_the_choices():
     with pytest.raises(ConfigError, match=r"'huge'.*tiny, vision, mixed"):
         get_mix("huge")
