@@ -1,11 +1,14 @@
 """Side-by-side benchmark of a cosched plan against sequential execution and its peers.
 
-    MALLOC_TOP_PAD_=$((512<<20)) .venv/bin/python -m benchmarks.run --mix tiny|vision|mixed \\
+    MALLOC_TOP_PAD_=$((512<<20)) .venv/bin/python -m benchmarks.run \\
+        --mix tiny|vision|mixed|outside-cnn|outside-mixed \\
         --device cpu|cuda [--batch N] [--iters N] [--warmup N] [--trials N] [--cost-model auto|roofline|DIR] \\
         [--seed N] [--write BENCHMARKS.md] [--json FILE]
 
-In one process, on the same inputs (the zoo's example inputs per tenant), runs interleaved
-(one call of each runner per round, so every runner sees the same machine state):
+The mixes are in :mod:`benchmarks.mixes`: zoo models, or (``outside-*``) models written from
+their papers outside the zoo. In one process, on the same inputs (each model's deterministic
+example inputs), runs interleaved (one call of each runner per round, so every runner sees
+the same machine state):
 
   plan                  the cosched plan (a)
   sequential            every task of every tenant in turn, run as the plan's executor runs
@@ -48,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.mixes import Mix, get_mix
+from benchmarks.mixes import MIXES, Mix, get_mix
 from benchmarks.peers import (
     Outputs,
     Runner,
@@ -325,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.splitlines()[0],
         epilog="See the module docstring (benchmarks/run.py) for the runners and MALLOC_TOP_PAD_.")
-    parser.add_argument("--mix", required=True, choices=("tiny", "vision", "mixed"))
+    parser.add_argument("--mix", required=True, choices=tuple(MIXES))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--batch", type=int, metavar="N", help="batch size (default: the mix's, 1)")
     parser.add_argument("--iters", type=int, default=20, help="interleaved timed rounds (default 20)")

@@ -16,6 +16,7 @@ the bench JSONs check.sh wrote there. It exits 1 when a step failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gzip
 import json
@@ -37,7 +38,7 @@ def export(mix_name: str, batches: list[int], profile_zoo: str, out: Path) -> No
 
     mix = get_mix(mix_name)
     for batch in batches:
-        paths = mix.__class__(mix.name, mix.models, mix.size, batch).export()
+        paths = dataclasses.replace(mix, batch=batch).export()
         print(f"export: {mix.name} batch {batch}: {len(paths)} models", flush=True)
         if batch == 1:
             (out / "b1").mkdir(parents=True, exist_ok=True)
