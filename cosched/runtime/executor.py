@@ -23,6 +23,7 @@ from cosched.errors import ConfigError, DeviceError
 from cosched.ir.graph import Graph
 from cosched.runtime.bindings import bind_inputs, collect_outputs
 from cosched.runtime.kernels import device_only, host_values, load_constants
+from cosched.runtime.malloc import keep_freed_memory
 from cosched.runtime.program import Backend, PlanProgram, TaskProgram, build_programs, plan_program
 from cosched.runtime.trace import TaskTiming, write_trace
 from cosched.runtime.traced import TaskTracer, shared_constants
@@ -39,7 +40,8 @@ class Executor:
     ``graph`` skips re-importing the models (it must hold the plan's tasks). ``backend`` is
     ``"auto"`` (the plan's device kind), ``"cpu"`` or ``"cuda"``. CPU options:
     ``threads_per_stream`` (default ``max(1, cores // streams)``), ``wait_timeout_s`` and a
-    test hook ``delay(task_id) -> seconds`` slept before each task. CUDA option:
+    test hook ``delay(task_id) -> seconds`` slept before each task, and ``tune_malloc``
+    (default on: keep freed memory for reuse, :mod:`cosched.runtime.malloc`). CUDA option:
     ``cuda_graph`` captures the whole plan once and replays it. ``trace_tasks`` runs each
     task as one TorchScript call where it can be traced (:mod:`cosched.runtime.traced`;
     default: on CPU, where op-by-op dispatch makes worker threads take turns on the GIL, and
@@ -59,6 +61,7 @@ class Executor:
         cuda_graph: bool = False,
         trace_tasks: bool | None = None,
         on_profile: ProfileHook | None = None,
+        tune_malloc: bool = True,
     ) -> None:
         self.plan: Plan | None = plan
         self.graph = graph if graph is not None else graph_for_plan(plan)
@@ -72,7 +75,7 @@ class Executor:
         index = int(plan.device.get("index", 0))
         self._start(plan_program(plan), kind, index, threads_per_stream=threads_per_stream,
                     wait_timeout_s=wait_timeout_s, delay=delay, cuda_graph=cuda_graph,
-                    trace_tasks=trace_tasks, on_profile=on_profile)
+                    trace_tasks=trace_tasks, on_profile=on_profile, tune_malloc=tune_malloc)
 
     @classmethod
     def for_program(cls, graph: Graph, program: PlanProgram, device: str | torch.device = "cpu",
@@ -90,11 +93,13 @@ class Executor:
     def _start(self, program: PlanProgram, kind: str, index: int, *, threads_per_stream: int | None = None,
                wait_timeout_s: float = 300.0, delay: Callable[[int], float] | None = None,
                cuda_graph: bool = False, trace_tasks: bool | None = None,
-               on_profile: ProfileHook | None = None) -> None:
+               on_profile: ProfileHook | None = None, tune_malloc: bool = True) -> None:
         self.on_profile = on_profile
         self.last_timings: tuple[TaskTiming, ...] = ()
         if kind == "cpu":
             self.device = torch.device("cpu")
+            if tune_malloc:  # runs reuse freed memory instead of page-faulting it back in
+                keep_freed_memory()
         elif kind == "cuda":
             self.device = torch.device("cuda", index)
         else:

@@ -26,6 +26,7 @@ from cosched.runtime.kernels import (
     load_constants,
     prepare_kernels,
 )
+from cosched.runtime.malloc import keep_freed_memory
 from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["SequentialExecutor"]
@@ -39,9 +40,12 @@ class SequentialExecutor:
     outputs keyed the same way. Intermediate tensors are freed after their last use.
     """
 
-    def __init__(self, graph: Graph, device: str = "cpu", *, trace_tasks: bool = False) -> None:
+    def __init__(self, graph: Graph, device: str = "cpu", *, trace_tasks: bool = False,
+                 tune_malloc: bool = True) -> None:
         self.graph = graph
         self.device = torch.device(device)
+        if tune_malloc and self.device.type == "cpu":  # see cosched.runtime.malloc
+            keep_freed_memory()
         constants = shared_constants(graph, self.device) if trace_tasks else load_constants(graph, self.device)
         self.kernels = prepare_kernels(graph.ops, host=host_values(graph.ops, constants), device=self.device)
         outputs = [n for t in graph.tenants for _, n in t.outputs]
