@@ -15,6 +15,7 @@ from cosched.ir import load_models
 from cosched.ir.graph import Graph
 from cosched.runtime.bindings import bind_inputs, check_finite, check_index_inputs, validate_inputs
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ir"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from onnx_models import mlp
 from tiny_models import VOCAB, embedding
