@@ -8,7 +8,9 @@
 The mixes are in :mod:`benchmarks.mixes`: zoo models, or (``outside-*``) models written from
 their papers outside the zoo. In one process, on the same inputs (each model's deterministic
 example inputs), runs interleaved (one call of each runner per round, so every runner sees
-the same machine state):
+the same machine state). CPU rows of BENCHMARKS.md come from the process-isolated protocol
+instead (:mod:`benchmarks.isolated`): executors and onnxruntime sessions sharing one process
+can disturb each other. This harness is what the GPU run kit runs on CUDA, and a quick look:
 
   plan                  the cosched plan (a)
   sequential            every task of every tenant in turn, run as the plan's executor runs

@@ -26,7 +26,7 @@ from cosched.errors import ConfigError
 from cosched.ir import analyse, fuse, load_models
 from cosched.runtime.bindings import random_inputs
 from cosched.runtime.kernels import check_supported
-from cosched.runtime.measure import schedule_timer
+from cosched.runtime.measure import schedule_timer, task_latencies_in_situ
 from cosched.runtime.memory import check_fits, device_memory
 from cosched.search import CostTable, SearchConfig, optimize
 
@@ -57,6 +57,7 @@ def compile(
     study: str | None = None,
     profile_budget_s: float = 60.0,
     measure: bool = False,
+    in_situ: bool | None = None,
     progress: bool = False,
 ) -> CompiledPlan:
     """Compile ``models`` (one per tenant) into a concurrent plan for ``device``.
@@ -71,7 +72,11 @@ def compile(
     call of the same graph, cost model and objective resumes it; a different one starts a
     study of its own in the same file (see :mod:`cosched.search.study`). With ``measure``, the best simulated candidates and the sequential
     baseline are run on the device (random inputs, interleaved) and the fastest measured one
-    is kept, so the plan never measures slower than sequential execution. Raises
+    is kept, so the plan never measures slower than sequential execution in this process.
+    ``in_situ`` (default: on CPU) runs the graph's tasks one after another on the device, at
+    one intra-op thread and at every core, and the simulator charges those measured
+    latencies instead of the cost model's standalone ones (a few seconds; see
+    :func:`cosched.runtime.measure.task_latencies_in_situ`). Raises
     :class:`~cosched.errors.SLOError` when an SLO cannot be met, unless ``best_effort``.
     """
     if objective not in ("makespan", "pareto"):
@@ -93,7 +98,8 @@ def compile(
     graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
     runtime = runtime_costs(spec, model)                          # dispatch, waits, threads
-    table = CostTable(graph, model, runtime=runtime)              # latencies, cached slowdowns
+    measured = _in_situ(graph, spec, in_situ)                     # task latencies in context
+    table = CostTable(graph, model, runtime=runtime, in_situ=measured)  # cached slowdowns too
     timer = schedule_timer(graph, spec, random_inputs(graph)) if measure else None
     result = optimize(table, config, timer)                       # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
@@ -147,6 +153,19 @@ def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
     latencies assume: the profiler's standalone threads, or every core for the roofline."""
     base = spec.cores if isinstance(model, RooflineModel) else standalone_threads(spec)
     return measure_runtime_costs(spec, base_threads=base if spec.kind == "cpu" else 1)
+
+
+def _in_situ(graph: Any, spec: DeviceSpec, enabled: bool | None) -> dict[int, tuple[float, ...]] | None:
+    """In-situ task latencies at one thread and at every core (CPU, unless disabled)."""
+    if not (spec.kind == "cpu" if enabled is None else enabled):
+        return None
+    if spec.kind != "cpu":
+        raise ConfigError("in_situ measures CPU thread counts; it is not available for CUDA yet")
+    threads = sorted({1, spec.cores})
+    measured = task_latencies_in_situ(graph, spec, random_inputs(graph), threads)
+    log.info("in-situ task latencies: %s", ", ".join(
+        f"{n} thread(s) {sum(v):.1f} ms summed" for n, v in measured.items()))
+    return measured
 
 
 def _check_slo_tenants(slo_ms: Mapping[str, float] | None, tenants: Sequence[str]) -> None:

@@ -9,7 +9,7 @@ table across all its trials, so each distinct co-run set is predicted once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 
 import networkx as nx
@@ -34,10 +34,14 @@ class CostTable:
     dispatch cost is added to every task too, :meth:`latency_at` gives a task's latency at
     the intra-op threads a plan of k streams leaves it, and ``wait_ms`` is what a stream
     that waited for another's event pays when it comes. Without it nothing is charged.
+    ``in_situ`` maps intra-op thread counts to every task's latency measured in context
+    (:func:`cosched.runtime.measure.task_latencies_in_situ`); :meth:`latency_at` uses them
+    where they cover the thread count, instead of the model's standalone prediction.
     """
 
     def __init__(self, graph: Graph, model: CostModel, launch_overhead_ms: float = 0.0,
-                 runtime: RuntimeCosts | None = None) -> None:
+                 runtime: RuntimeCosts | None = None,
+                 in_situ: Mapping[int, Sequence[float]] | None = None) -> None:
         if not graph.tasks:
             raise ScheduleError("the graph has no tasks to schedule; run fusion before search")
         ids = [t.id for t in graph.tasks]
@@ -74,6 +78,11 @@ class CostTable:
         #: standalone latency of every task at the cost model's thread count, dispatch included
         self.latency: tuple[float, ...] = tuple(ms + self.launch_overhead_ms for ms in self._predicted)
         self._at_streams: dict[int, tuple[float, ...]] = {}
+        self.in_situ = {int(k): tuple(float(x) for x in v) for k, v in (in_situ or {}).items()}
+        for threads, values in self.in_situ.items():
+            if len(values) != self.n or not all(x > 0 for x in values):
+                raise CostModelError(f"in-situ latencies at {threads} thread(s) must be {self.n} positive "
+                                     f"values, one per task; got {len(values)}")
         self._slowdown: dict[Key, float] = {}
 
     def latency_at(self, streams: int) -> tuple[float, ...]:
@@ -81,8 +90,12 @@ class CostTable:
         leaves each stream, dispatch included (cached per stream count)."""
         cached = self._at_streams.get(streams)
         if cached is None:
-            at = self.runtime.latency_at
-            cached = tuple(at(ms, streams) + self.launch_overhead_ms for ms in self._predicted)
+            measured = self.in_situ.get(self.runtime.threads(streams))
+            if measured is not None:
+                cached = tuple(ms + self.runtime.dispatch_ms for ms in measured)
+            else:
+                at = self.runtime.latency_at
+                cached = tuple(at(ms, streams) + self.launch_overhead_ms for ms in self._predicted)
             self._at_streams[streams] = cached
         return cached
 

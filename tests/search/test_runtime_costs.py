@@ -9,6 +9,7 @@ import pytest
 from search_helpers import TableModel
 
 from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
+from cosched.errors import CostModelError
 from cosched.ir.graph import OpCost
 from cosched.search import CostTable
 from cosched.search.decoder import DecoderKnobs, decode
@@ -78,3 +79,14 @@ def test_runtime_costs_are_measured_once_and_cached(tmp_path: Path) -> None:
     assert first.dispatch_ms > 0 and first.wait_ms >= 0 and first.parallel_half_ms > 0
     assert (tmp_path / "runtime-costs").is_dir()
     assert measure_runtime_costs(spec, cache_dir=tmp_path) == first
+
+
+def test_in_situ_latencies_replace_predictions_at_their_thread_count() -> None:
+    base = chains(1, 3, 1.0, CPU2)
+    measured = {1: (2.0, 3.0, 4.0), 2: (1.5, 2.0, 2.5)}
+    table = CostTable(base.graph, base.model, runtime=CPU2, in_situ=measured)
+    assert table.latency_at(2) == (2.0, 3.0, 4.0)  # two streams: one thread each
+    assert table.latency_at(1) == (1.5, 2.0, 2.5)  # one stream: both cores
+    assert simulate(Schedule.single([[0, 1, 2]]), table).makespan == pytest.approx(6.0)
+    with pytest.raises(CostModelError, match="one per task"):
+        CostTable(base.graph, base.model, runtime=CPU2, in_situ={1: (1.0,)})
