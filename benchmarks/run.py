@@ -341,7 +341,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interference-threshold", type=float, default=1.10, metavar="X",
                         help="largest predicted slowdown allowed between overlapping tasks "
                              "(default 1.10; inf: no interference constraint)")
-    parser.add_argument("--write", metavar="FILE", help="update this mix's section of FILE (BENCHMARKS.md)")
+    parser.add_argument("--write", metavar="FILE",
+                        help="update this mix's section of FILE (BENCHMARKS.md); CUDA only")
     parser.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -360,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.report import format_table, write_markdown
 
     args = _parser().parse_args(argv)
+    if args.write and args.device == "cpu":
+        raise ConfigError("--write: CPU rows of BENCHMARKS.md come from `python -m benchmarks.isolated`, "
+                          "which times each runner in a process of its own; this harness shares one")
     if "MALLOC_TOP_PAD_" not in os.environ and argv is None:
         _reexec_with_malloc_pad()
     bench = prepare(args.mix, args.device, trials=args.trials, cost_model=args.cost_model,
