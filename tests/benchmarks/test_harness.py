@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.mixes import get_mix
-from benchmarks.report import format_block, format_table, update_section
+from benchmarks.report import format_block, format_table, update_section, write_markdown
 from benchmarks.run import compare_outputs, main, measure, prepare
 from cosched.errors import ConfigError
 
@@ -121,12 +121,17 @@ def test_main_writes_json_and_markdown(tmp_path):
     md, out = tmp_path / "BENCHMARKS.md", tmp_path / "r.json"
     md.write_text("# Benchmarks\n\nhand-written\n")
     argv = ["--mix", "tiny", "--iters", "1", "--warmup", "0", "--trials", "2",
-            "--cost-model", "roofline", "--quiet", "--write", str(md), "--json", str(out)]
+            "--cost-model", "roofline", "--quiet", "--json", str(out)]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     assert set(data["runners"]) == RUNNERS
+    write_markdown(data, md)
     text = md.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written\n")
-    assert "python -m benchmarks.run --mix tiny --iters 1" in text
     assert "| runner | t(sequential) / t(runner) |" in text
     assert "\n| plan | " in text and "\n| ort-threads | " in text
+
+
+def test_main_refuses_to_write_cpu_rows(tmp_path):
+    with pytest.raises(ConfigError, match=r"benchmarks\.isolated"):
+        main(["--mix", "tiny", "--device", "cpu", "--write", str(tmp_path / "B.md")])
