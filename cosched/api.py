@@ -72,7 +72,7 @@ def compile(
     call of the same graph, cost model and objective resumes it; a different one starts a
     study of its own in the same file (see :mod:`cosched.search.study`). With ``measure``, the best simulated candidates and the sequential
     baseline are run on the device (random inputs, interleaved) and the fastest measured one
-    is kept, so the plan never measures slower than sequential execution in this process.
+    is kept (so in this process it does not measure slower than sequential execution).
     ``in_situ`` (default: on CPU) runs the graph's tasks one after another on the device, at
     one intra-op thread and at every core, and the simulator charges those measured
     latencies instead of the cost model's standalone ones (a few seconds; see

@@ -63,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "default they run one after another at one thread and at every core, "
                              "a few seconds, and the simulator charges those latencies)")
     parser.add_argument("--measure", action="store_true",
-                        help="run the best candidates and the sequential baseline on the device "
-                             "and keep the fastest measured (never slower than sequential)")
+                        help="run the best candidates and the sequential baseline on the device, "
+                             "in this process, and keep the fastest measured")
     parser.add_argument("--study", metavar="sqlite:///FILE.db",
                         help="persist the Optuna study there; running again resumes it for the same graph, cost "
                              "model and objective (another gets a new study in the same file)")

@@ -32,9 +32,9 @@ a short profiling run (--profile-budget seconds, cached for the next run) to tra
 learned model knows this machine's per-task overheads and how co-running tasks slow each
 other; the roofline model (--cost-model roofline, no profiling, fastest) does not, so its
 schedules and predictions are cruder on a CPU. The best candidates and the sequential baseline
-are then run on the device and the fastest measured is kept (compile(measure=True)), so the
-plan never measures slower than sequential execution: on a small CPU, where tiny models'
-tasks contend for the Python GIL, that is often a one-stream plan. On a 2-core CPU the first
+are then run on the device, in this process, and the fastest measured is kept
+(compile(measure=True)): on a small CPU, where tiny models' tasks contend for the Python GIL,
+that is often a one-stream plan. On a 2-core CPU the first
 run takes about half a minute (mostly profiling), later runs a few seconds."""
 
 
