@@ -21,8 +21,8 @@
 # failed, its seconds and the tail of its log; BENCHMARKS.md rows ready to paste),
 # results.json, profile.tar.gz (store, model, metrics), trace.json.gz, logs.tar.gz and the
 # two harness JSONs. Logs are written as the steps run (tee), so a step cut by its budget
-# loses nothing it printed. The budgets are caps that add up to 8.5 minutes; expected on an
-# H200 is about 6 (exports about 1, profiling 2). Give the device call a timeout of 570 s.
+# loses nothing it printed. The budgets are caps that add up to 8 minutes; expected on an
+# H200 is about 6 (exports about 1, profiling 2). Give the device call a timeout of 560 s.
 #
 # --device cpu --quick runs the same steps on the CPU at toy sizes (tiny zoo, few trials,
 # few iterations) in under 3 minutes; tests/scripts/test_gpu_kit.py runs it in the suite
@@ -66,7 +66,7 @@ if [ "$QUICK" = 1 ]; then
     TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py)
 else
     MIX=mixed SIZE=full BIG_BATCH=8 TRIALS=40 ITERS=20 WARMUP=3 PROFILE_S=120
-    B_EXPORT=100 B_TESTS=90 B_PROFILE=140 B_COMPILE=45 B_BENCH=60 B_TRACE=15
+    B_EXPORT=90 B_TESTS=80 B_PROFILE=130 B_COMPILE=45 B_BENCH=60 B_TRACE=15
     # every gpu-marked test, and the tests that take --device (run_device) on the GPU
     TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py tests/runtime/test_host_values.py
            tests/runtime/test_cpu_backend.py tests/runtime/test_zoo_correctness.py
