@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cosched.errors import ConfigError, InputError
+from cosched.paths import check_writable_parent
 
 __all__ = [
     "check_output_dir",
@@ -90,7 +91,7 @@ def check_output_file(path: str | Path, flag: str) -> Path:
         raise ConfigError(f"{flag} {out}: is a directory; give a file path")
     if out.exists() and not os.access(out, os.W_OK):
         raise ConfigError(f"{flag} {out}: the file is not writable")
-    _check_parent(out, flag)
+    check_writable_parent(out, flag)
     return out
 
 
@@ -104,18 +105,8 @@ def check_output_dir(path: str | Path, flag: str) -> Path:
         if not os.access(out, os.W_OK | os.X_OK):
             raise ConfigError(f"{flag} {out}: the directory is not writable")
         return out
-    _check_parent(out, flag)
+    check_writable_parent(out, flag)
     return out
-
-
-def _check_parent(out: Path, flag: str) -> None:
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{flag} {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {out}: directory {parent} is not writable")
 
 
 @contextmanager

@@ -9,7 +9,7 @@ which come from the referenced ONNX files. A plan directory holds::
                      copy_models=False; then plan.json references the original absolute paths
 
 Model files are bound by sha256: :func:`load_plan` refuses a plan whose models changed. It
-also refuses a plan whose fields disagree with one another (:func:`check_plan`): an id that
+also refuses a plan whose fields disagree with one another (:func:`cosched.codegen.plancheck.check_plan`): an id that
 names no task, event or tenant, an event recorded elsewhere than it says, a stream order that
 races or deadlocks. What needs the models themselves (bindings and buffers against the
 re-imported graph) is checked by :func:`cosched.codegen.rebuild.graph_for_plan`.
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cosched.errors import ConfigError, DeviceError, PlanError
+from cosched.paths import check_writable_parent
 
 __all__ = [
     "PLAN_FILE",
@@ -44,7 +43,6 @@ __all__ = [
     "Plan",
     "StreamPlan",
     "TaskSpec",
-    "check_plan",
     "check_plan_dir",
     "load_plan",
     "plan_schema",
@@ -392,15 +390,7 @@ def check_plan_dir(directory: str | Path, label: str = "plan directory") -> Path
                 f"{label} {out}: is a directory that holds files but no {PLAN_FILE}; saving replaces the "
                 "whole directory, so give a new or empty one"
             )
-        parent = out.parent
-    else:
-        parent = out.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{label} {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{label} {out}: directory {parent} is not writable")
+    check_writable_parent(out, label)
     return out
 
 
@@ -449,7 +439,7 @@ def load_plan(directory: str | Path, *, device_kind: str | None = None) -> Plan:
     """Read and check a plan directory (or a plan.json path).
 
     Raises :class:`PlanError` if plan.json is missing, not JSON, fails the schema or
-    :func:`check_plan`, or a model file is missing or has another sha256 than the plan
+    :func:`~cosched.codegen.plancheck.check_plan`, or a model file is missing or has another sha256 than the plan
     recorded; raises
     :class:`DeviceError` if ``device_kind`` is given and the plan was made for another kind.
     """
@@ -469,6 +459,8 @@ def load_plan(directory: str | Path, *, device_kind: str | None = None) -> Plan:
             "recompile the plan with this version"
         )
     _validate(data, path)
+    from cosched.codegen.plancheck import check_plan  # it imports this module
+
     plan = check_plan(Plan.from_dict(data, base_dir=str(path.parent.resolve())), path)
     if device_kind is not None and plan.device_kind != device_kind:
         raise DeviceError(
@@ -503,151 +495,3 @@ def _validate(data: Mapping[str, Any], where: Path) -> None:
         at = "/".join(str(p) for p in first.absolute_path) or "(top level)"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise PlanError(f"{where}: plan does not match plan.schema.json at {at}: {first.message}{more}")
-
-
-
-# --------------------------------------------------------------- consistency
-def check_plan(plan: Plan, where: str | Path = "plan") -> Plan:
-    """Raise :class:`PlanError` unless the plan's fields agree with one another; returns it.
-
-    Every id names something the plan has (tenants, tasks, events); events are numbered
-    0..n-1, each recorded once, on the stream and after the task it says, and waited on by
-    the tasks it lists; buffer sizes match their shapes; then
-    :func:`~cosched.codegen.verify.verify_plan` proves that the streams order every
-    dependency the buffers imply and cannot deadlock. ``where`` (the plan file) starts
-    every message.
-    """
-    from cosched.codegen.verify import verify_plan  # verify imports this module
-
-    try:
-        _check_tenants(plan)
-        _check_tasks(plan)
-        _check_events(plan)
-        _check_buffers(plan)
-        verify_plan(plan)
-    except PlanError as exc:
-        raise PlanError(f"{where}: {exc}") from None
-    return plan
-
-
-def _check_tenants(plan: Plan) -> None:
-    tenants = plan.tenants
-    if len(set(tenants)) != len(tenants):
-        raise PlanError(f"models: tenants {list(tenants)} are not unique")
-    index = plan.device.get("index", 0)
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise PlanError(f"device.index must be an integer >= 0, got {index!r}")
-    for field_name, bindings in (("inputs", plan.inputs), ("outputs", plan.outputs)):
-        seen: set[tuple[str, str]] = set()
-        for i, b in enumerate(bindings):
-            if b.tenant not in tenants:
-                raise PlanError(f"{field_name}[{i}] ({b.name!r}): tenant {b.tenant!r} is none of the plan's "
-                                f"tenants {list(tenants)}")
-            if (b.tenant, b.name) in seen:
-                raise PlanError(f"{field_name}[{i}]: tenant {b.tenant!r} binds {b.name!r} twice")
-            seen.add((b.tenant, b.name))
-            _check_dtype(b.dtype, f"{field_name}[{i}] ({b.tenant}:{b.name})")
-    shapes = plan.import_options.input_shapes or {}
-    for tenant, per_input in shapes.items():
-        if tenant not in tenants or not isinstance(per_input, Mapping):
-            raise PlanError(f"import_options.input_shapes: {tenant!r} is none of the plan's tenants "
-                            f"{list(tenants)}, or its value is not an object of input shapes")
-        for name, dims in per_input.items():
-            if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                                     and d >= 1 for d in dims):
-                raise PlanError(f"import_options.input_shapes.{tenant}.{name}: expected a list of dims "
-                                f">= 1, got {dims!r}")
-
-
-def _check_tasks(plan: Plan) -> None:
-    seen: dict[int, int] = {}
-    owner: dict[str, int] = {}
-    for i, task in enumerate(plan.tasks):
-        if task.id in seen:
-            raise PlanError(f"tasks[{i}]: task id {task.id} is used twice (also by tasks[{seen[task.id]}])")
-        seen[task.id] = i
-        if task.tenant not in plan.tenants:
-            raise PlanError(f"tasks[{i}] (task {task.id}): tenant {task.tenant!r} is none of the plan's "
-                            f"tenants {list(plan.tenants)}")
-        for op in task.ops:
-            if op in owner:
-                raise PlanError(f"tasks[{i}] (task {task.id}): op {op!r} is already run by task {owner[op]}")
-            owner[op] = task.id
-    for task_id, (start, end) in plan.timeline.items():
-        if task_id not in seen:
-            raise PlanError(f"timeline: task {task_id} is none of the plan's tasks")
-        if not (math.isfinite(start) and math.isfinite(end) and start <= end):
-            raise PlanError(f"timeline: task {task_id} runs from {start} to {end} ms; expected finite "
-                            "times, start <= end")
-
-
-def _check_events(plan: Plan) -> None:
-    """Events against the instructions: the runtime indexes events by id and trusts them."""
-    ids = [e.id for e in plan.events]
-    if ids != list(range(len(ids))):
-        missing = sorted(set(range(max(ids, default=-1) + 1)) - set(ids))
-        lack = f"event(s) {missing[:5]} missing; " if missing else ""
-        raise PlanError(f"events: {lack}ids must be 0..{len(ids) - 1} in order, got {ids[:10]}")
-    recorded: dict[int, tuple[int, int | None]] = {}
-    waiters: dict[int, set[int]] = {}
-    for s in plan.streams:
-        last: int | None = None
-        pending: list[int] = []
-        for k, ins in enumerate(s.instructions):
-            if ins.op == "run":
-                last = ins.task
-                for e in pending:
-                    waiters.setdefault(e, set()).add(ins.task)  # type: ignore[arg-type]
-                pending = []
-                continue
-            if ins.event is None or not 0 <= ins.event < len(ids):
-                raise PlanError(f"streams[{s.id}].instructions[{k}]: {ins.op}s event {ins.event}, but "
-                                f"events lists {len(ids)} event(s)")
-            if ins.op == "wait":
-                pending.append(ins.event)
-            elif ins.event in recorded:
-                raise PlanError(f"event {ins.event} is recorded twice (on streams {recorded[ins.event][0]} "
-                                f"and {s.id})")
-            else:
-                recorded[ins.event] = (s.id, last)
-    for i, e in enumerate(plan.events):
-        if e.id not in recorded:
-            raise PlanError(f"events[{i}]: no stream records event {e.id}")
-        stream, after = recorded[e.id]
-        if (stream, after) != (e.stream, e.after_task):
-            raise PlanError(
-                f"events[{i}]: says event {e.id} is recorded on stream {e.stream} after task "
-                f"{e.after_task}, but the instructions record it on stream {stream} after "
-                f"{'no task' if after is None else f'task {after}'}"
-            )
-        if set(e.waiters) != waiters.get(e.id, set()):
-            raise PlanError(
-                f"events[{i}]: lists waiters {sorted(e.waiters)} for event {e.id}, but the tasks that "
-                f"wait on it are {sorted(waiters.get(e.id, set()))}"
-            )
-
-
-def _check_buffers(plan: Plan) -> None:
-    tasks = {t.id for t in plan.tasks}
-    for i, b in enumerate(plan.buffers):
-        label = f"buffers[{i}] ({b.tensor!r})"
-        if b.tenant not in plan.tenants:
-            raise PlanError(f"{label}: tenant {b.tenant!r} is none of the plan's tenants {list(plan.tenants)}")
-        named = [b.def_task, *b.use_tasks] + ([] if b.free_after is None else [b.free_after])
-        unknown = sorted({t for t in named if t not in tasks})
-        if unknown:
-            raise PlanError(f"{label}: names task(s) {unknown}, none of the plan's tasks")
-        itemsize = _check_dtype(b.dtype, label)
-        expected = math.prod(b.shape) * itemsize
-        if b.nbytes != expected:
-            raise PlanError(f"{label}: nbytes is {b.nbytes}, but shape {list(b.shape)} of {b.dtype} "
-                            f"holds {expected} bytes")
-
-
-def _check_dtype(dtype: str, label: str) -> int:
-    import numpy as np
-
-    try:
-        return int(np.dtype(dtype).itemsize)
-    except TypeError:
-        raise PlanError(f"{label}: dtype {dtype!r} is not a numpy dtype name") from None
