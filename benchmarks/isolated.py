@@ -58,7 +58,7 @@ def _cores() -> int:
 
 # ------------------------------------------------------------------------------ the parent
 def prepare(mix_name: str, work: Path, *, trials: int, cost_model: str, seed: int,
-            interference_threshold: float) -> dict[str, Any]:
+            interference_threshold: float, provider: str = "auto") -> dict[str, Any]:
     """Compile the mix and write what every runner's process needs into ``work``."""
     import cosched
     from benchmarks.mixes import get_mix
@@ -67,18 +67,20 @@ def prepare(mix_name: str, work: Path, *, trials: int, cost_model: str, seed: in
     mix = get_mix(mix_name)
     paths = dict(zip(mix.models, mix.export(), strict=True))
     compiled = cosched.compile(list(paths.values()), names=list(paths), device="cpu", cost_model=cost_model,
-                               trials=trials, seed=seed, interference_threshold=interference_threshold)
+                               trials=trials, seed=seed, interference_threshold=interference_threshold,
+                               provider=provider)
     compiled.save(work / "plan")
+    provider = compiled.plan.tasks[0].provider
     base = next(b for b in compiled.search.baselines if b.name == "stream-per-tenant")
     per_tenant = lower(compiled.graph, base.schedule, device=compiled.plan.device, timeline=base.sim,
-                       predicted_ms={"plan": base.sim.makespan})
+                       predicted_ms={"plan": base.sim.makespan}, provider=provider)
     save_plan(per_tenant, work / "stream-per-tenant", module_source=emit_python(per_tenant))
     (work / "inputs").mkdir()
     for tenant, feeds in mix.inputs().items():
         np.savez(work / "inputs" / f"{tenant}.npz", **feeds)
     meta = {"mix": mix.name, "models": {t: str(p) for t, p in paths.items()}, "batch": mix.batch,
             "size": mix.size, "cost_model": compiled.cost_model, "compile_s": compiled.compile_s,
-            "streams": len(compiled.plan.streams), "tasks": len(compiled.plan.tasks),
+            "streams": len(compiled.plan.streams), "tasks": len(compiled.plan.tasks), "provider": provider,
             "predicted_ms": dict(compiled.plan.predicted_ms)}
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
     compiled.close()
@@ -190,7 +192,8 @@ def _build(name: str, work: Path) -> tuple[Callable[[], Outputs], str]:
         if name == "plan":
             return (lambda: compiled.run(feeds)), f"cosched plan, {len(compiled.plan.streams)} stream(s)"
         threads = 1 if name == "sequential-1-thread" else _cores()
-        seq = SequentialExecutor(compiled.graph, "cpu", trace_tasks=True)
+        provider = "ort" if any(t.provider == "ort" for t in compiled.plan.tasks) else "torch"
+        seq = SequentialExecutor(compiled.graph, "cpu", trace_tasks=True, provider=provider, threads=threads)
 
         def sequential() -> Outputs:
             before = torch.get_num_threads()
@@ -199,7 +202,8 @@ def _build(name: str, work: Path) -> tuple[Callable[[], Outputs], str]:
                 return seq.run(feeds)
             finally:
                 torch.set_num_threads(before)
-        return sequential, f"cosched traced tasks one after another, {threads} intra-op thread(s)"
+        how = "each tenant one onnxruntime session" if provider == "ort" else "traced tasks"
+        return sequential, f"cosched sequential ({how}), tenants one after another, {threads} intra-op thread(s)"
     return _ort_runner(name, work, feeds)
 
 
@@ -271,7 +275,7 @@ def rows(result: dict[str, Any]) -> list[str]:
 def format_result(result: dict[str, Any]) -> str:
     meta = result["meta"]
     lines = [f"### {meta['mix']} (batch {meta['batch']}, {meta['size']}): {meta['streams']} streams, "
-             f"{meta['tasks']} tasks, cost model {meta['cost_model']}", "",
+             f"{meta['tasks']} tasks, cost model {meta['cost_model']}, tasks on {meta.get('provider', 'torch')}", "",
              f"Command: `{result['command']}`; machine: {result['machine']}; date {result['date']}; "
              f"{result['repeats']} repeats x {result['iters']} runs, each runner alone in a fresh process.", "",
              "| runner | sequential / runner | runner / plan | spread | predicted / measured | outputs agree |",
@@ -292,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cost-model", default="auto")
+    parser.add_argument("--provider", choices=("auto", "ort", "torch"), default="auto",
+                        help="who runs cosched's tasks (compile's provider; default auto: onnxruntime on CPU)")
     parser.add_argument("--interference-threshold", type=float, default=1.10)
     parser.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated subset of the runners")
     parser.add_argument("--check-inprocess", action="store_true")
@@ -313,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cosched-isolated-") as tmp:
         work = Path(tmp)
         meta = prepare(args.mix, work, trials=args.trials, cost_model=args.cost_model, seed=args.seed,
-                       interference_threshold=args.interference_threshold)
+                       interference_threshold=args.interference_threshold, provider=args.provider)
         times = run_isolated(work, runners, repeats=args.repeats, iters=args.iters, warmup=args.warmup)
         summary = summarise(times)
         result: dict[str, Any] = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cosched.codegen import graph_for_plan, load_plan, lower
+from cosched.codegen.plan import PROVIDERS
 from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import CostModel, DeviceSpec
 from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
@@ -26,8 +27,9 @@ from cosched.errors import ConfigError
 from cosched.ir import analyse, fuse, load_models
 from cosched.runtime.bindings import random_inputs
 from cosched.runtime.kernels import check_supported
-from cosched.runtime.measure import schedule_timer, task_latencies_in_situ
+from cosched.runtime.measure import ort_in_situ, schedule_timer, task_latencies_in_situ
 from cosched.runtime.memory import check_fits, device_memory
+from cosched.runtime.ort import available as ort_available
 from cosched.search import CostTable, SearchConfig, optimize
 
 __all__ = ["compile", "load"]
@@ -58,6 +60,7 @@ def compile(
     profile_budget_s: float = 60.0,
     measure: bool = False,
     in_situ: bool | None = None,
+    provider: str = "auto",
     progress: bool = False,
 ) -> CompiledPlan:
     """Compile ``models`` (one per tenant) into a concurrent plan for ``device``.
@@ -76,7 +79,10 @@ def compile(
     ``in_situ`` (default: on CPU) runs the graph's tasks one after another on the device, at
     one intra-op thread and at every core, and the simulator charges those measured
     latencies instead of the cost model's standalone ones (a few seconds; see
-    :func:`cosched.runtime.measure.task_latencies_in_situ`). Raises
+    :func:`cosched.runtime.measure.task_latencies_in_situ`). ``provider`` runs the tasks:
+    ``"ort"`` (onnxruntime sessions, one per run of tasks on a stream; CPU only,
+    :mod:`cosched.runtime.ort`), ``"torch"`` (cosched's kernels), or ``"auto"``: onnxruntime
+    on CPU where it imports, torch elsewhere. Raises
     :class:`~cosched.errors.SLOError` when an SLO cannot be met, unless ``best_effort``.
     """
     if objective not in ("makespan", "pareto"):
@@ -91,6 +97,7 @@ def compile(
         multi_objective=objective == "pareto", storage=study, progress=progress,
     )
     spec = DeviceSpec.detect(device)                              # what we compile for
+    provider = _provider(provider, spec)                          # who runs the tasks
     graph = load_models(models, names=names, batch=batch, input_shapes=input_shapes)
     check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
     check_supported(graph.ops)                                    # a plan that could never run
@@ -98,8 +105,8 @@ def compile(
     graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
     runtime = runtime_costs(spec, model)                          # dispatch, waits, threads
-    measured = _in_situ(graph, spec, in_situ)                     # task latencies in context
-    table = CostTable(graph, model, runtime=runtime, in_situ=measured)  # cached slowdowns too
+    measured, cuts = _in_situ(graph, spec, in_situ, provider)     # task latencies in context
+    table = CostTable(graph, model, runtime=runtime, in_situ=measured, boundaries=cuts)
     timer = schedule_timer(graph, spec, random_inputs(graph)) if measure else None
     result = optimize(table, config, timer)                       # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
@@ -107,7 +114,7 @@ def compile(
     }
     plan = lower(                                                 # streams, events, buffers
         graph, result.schedule, device=spec, timeline=result.sim,
-        latency_critical=tuple((slo_ms or {}).keys()), predicted_ms=predicted,
+        latency_critical=tuple((slo_ms or {}).keys()), predicted_ms=predicted, provider=provider,
     )
     seconds = time.perf_counter() - started
     log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
@@ -155,17 +162,36 @@ def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
     return measure_runtime_costs(spec, base_threads=base if spec.kind == "cpu" else 1)
 
 
-def _in_situ(graph: Any, spec: DeviceSpec, enabled: bool | None) -> dict[int, tuple[float, ...]] | None:
-    """In-situ task latencies at one thread and at every core (CPU, unless disabled)."""
+def _provider(provider: Any, spec: DeviceSpec) -> str:
+    """``provider`` resolved for ``spec`` (see :func:`compile`)."""
+    if provider not in ("auto", *PROVIDERS):
+        raise ConfigError(f"provider must be 'auto', {', '.join(repr(p) for p in PROVIDERS)}, got {provider!r}")
+    if provider == "auto":
+        return "ort" if spec.kind == "cpu" and ort_available() else "torch"
+    if provider == "ort" and spec.kind != "cpu":
+        raise ConfigError(f"provider 'ort' runs tasks on CPU only; this plan is for {spec.kind}")
+    if provider == "ort" and not ort_available():
+        raise ConfigError("provider 'ort' needs onnxruntime, which does not import here (pip install onnxruntime)")
+    return provider
+
+
+def _in_situ(graph: Any, spec: DeviceSpec, enabled: bool | None, provider: str
+             ) -> tuple[dict[int, tuple[float, ...]] | None, dict[int, dict[str, float]] | None]:
+    """In-situ task latencies at one thread and at every core (CPU, unless disabled), and
+    with onnxruntime each tenant's segment boundary cost."""
     if not (spec.kind == "cpu" if enabled is None else enabled):
-        return None
+        return None, None
     if spec.kind != "cpu":
         raise ConfigError("in_situ measures CPU thread counts; it is not available for CUDA yet")
     threads = sorted({1, spec.cores})
-    measured = task_latencies_in_situ(graph, spec, random_inputs(graph), threads)
+    boundaries = None
+    if provider == "ort":
+        measured, boundaries = ort_in_situ(graph, random_inputs(graph), threads)
+    else:
+        measured = task_latencies_in_situ(graph, spec, random_inputs(graph), threads)
     log.info("in-situ task latencies: %s", ", ".join(
         f"{n} thread(s) {sum(v):.1f} ms summed" for n, v in measured.items()))
-    return measured
+    return measured, boundaries
 
 
 def _check_slo_tenants(slo_ms: Mapping[str, float] | None, tenants: Sequence[str]) -> None:

@@ -71,10 +71,12 @@ class CompiledPlan:
     @property
     def sequential(self) -> SequentialExecutor:
         if self._sequential is None:
-            # the baseline runs tasks as the plan's executor does (traced or op by op), so
+            # the baseline runs tasks as the plan's executor does (onnxruntime, traced or op by op), so
             # the plan's speedup over it is the schedule's alone
+            ort = any(t.provider == "ort" for t in self.plan.tasks)
             self._sequential = SequentialExecutor(self.graph, self.executor.device.type,
-                                                  trace_tasks=self.executor.trace_tasks)
+                                                  trace_tasks=self.executor.trace_tasks,
+                                                  provider="ort" if ort else "torch")
         return self._sequential
 
     def inputs(self, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:

@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "other (default 1.10); inf lifts the constraint (throughput first)")
     parser.add_argument("--best-effort", action="store_true",
                         help="keep the best plan found even when an SLO cannot be met")
+    parser.add_argument("--provider", choices=("auto", "ort", "torch"), default="auto",
+                        help="who runs the tasks: onnxruntime sessions, one per run of a tenant's tasks "
+                             "on a stream (CPU only), or cosched's torch kernels; auto (default): "
+                             "onnxruntime on CPU, torch on CUDA")
     parser.add_argument("--no-in-situ", dest="in_situ", action="store_false", default=None,
                         help="CPU: do not time the graph's tasks in context before the search (by "
                              "default they run one after another at one thread and at every core, "
@@ -124,6 +128,7 @@ def _main(args: argparse.Namespace) -> int:
         objective=args.objective, max_streams=args.max_streams, best_effort=args.best_effort,
         interference_threshold=args.interference_threshold,
         study=args.study, profile_budget_s=args.profile_budget, measure=args.measure, in_situ=args.in_situ,
+        provider=args.provider,
         progress=not args.quiet,
     )
     compiled.save(args.output)

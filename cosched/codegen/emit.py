@@ -4,7 +4,8 @@ The module holds one function per stream, ``stream_<i>(m)``, with one call per s
 stream (:func:`cosched.codegen.steps.stream_steps`): ``m.wait``, ``m.run``, ``m.free`` and
 ``m.record``, and one function ``issue(m)`` with every stream's steps in the order a single
 host thread issues them on CUDA (:func:`cosched.codegen.steps.issue_steps`). Each run is
-preceded by comment lines naming its tenant and ops. ``run(graph, inputs, device)`` hands
+preceded by comment lines naming its tenant, ops and provider (torch kernels, or the
+onnxruntime session of its segment, :func:`cosched.codegen.steps.segments`). ``run(graph, inputs, device)`` hands
 these functions to the runtime's executor (:meth:`cosched.runtime.executor.Executor.for_program`),
 whose CPU worker threads call the stream functions and whose CUDA backend calls ``issue``:
 the module is the plan spelled out, and runs through the same machines as the plan itself.
@@ -22,7 +23,7 @@ import linecache
 import types
 
 from cosched.codegen.plan import Event, Plan, TaskSpec
-from cosched.codegen.steps import Step, issue_steps, stream_steps
+from cosched.codegen.steps import Step, issue_steps, segments, stream_steps
 
 __all__ = ["emit_python", "load_module", "safe_text"]
 
@@ -43,7 +44,7 @@ def emit_python(plan: Plan) -> str:
     specs = {t.id: t for t in plan.tasks}
     events = {e.id: e for e in plan.events}
     stream_of = plan.stream_of_task()
-    writer = _Writer(plan, specs, events, stream_of)
+    writer = _Writer(plan, specs, events, stream_of, segments(plan))
     lines = [_header(plan), "", "from __future__ import annotations", "",
              "from cosched.runtime.executor import Executor",
              "from cosched.runtime.program import PlanProgram", ""]
@@ -63,6 +64,7 @@ def emit_python(plan: Plan) -> str:
         f"    num_events={len(plan.events)},",
         f"    priorities={tuple(int(s.priority) for s in plan.streams)!r},",
         f"    recorders={ {int(e.id): int(e.after_task) for e in plan.events}!r},",
+        f"    segments={tuple(tuple(int(t) for t in seg) for seg in segments(plan))!r},",
         ")",
     ]
     lines += _FOOTER.splitlines()
@@ -90,11 +92,12 @@ class _Writer:
     """Lines of generated code for steps, with their comments."""
 
     def __init__(self, plan: Plan, specs: dict[int, TaskSpec], events: dict[int, Event],
-                 stream_of: dict[int, int]) -> None:
+                 stream_of: dict[int, int], runs: tuple[tuple[int, ...], ...]) -> None:
         self.plan = plan
         self.specs = specs
         self.events = events
         self.stream_of = stream_of
+        self.segment_of = {t: seg for seg in runs for t in seg}
 
     def lines(self, step: Step, issue: bool = False) -> list[str]:
         s = int(step.stream)
@@ -118,10 +121,23 @@ class _Writer:
         predicted = f", predicted {float(when[0]):.3f}-{float(when[1]):.3f} ms" if when else ""
         on = f" on stream {stream}" if issue else ""
         lines = [f"    # task {task_id}{on} · tenant {safe_text(task.tenant)} · "
-                 f"{safe_text(task.name or task.ops[0])}{predicted}"]
+                 f"{safe_text(task.name or task.ops[0])}{predicted} · {self._provider(task)}"]
         lines += [f"    #   {safe_text(name)}" for name in task.ops]
         lines.append(f"    m.run({stream}, {task_id})")
         return lines
+
+
+    def _provider(self, task: TaskSpec) -> str:
+        """Who runs ``task``: torch kernels, or its onnxruntime session (which task's call
+        runs the whole segment)."""
+        seg = self.segment_of.get(task.id)
+        if seg is None:
+            return "torch kernels"
+        if len(seg) == 1:
+            return "onnxruntime session of this task"
+        if seg[0] == task.id:
+            return f"onnxruntime session of tasks {', '.join(map(str, seg))}, run here"
+        return f"ran in the onnxruntime session of task {seg[0]}: nothing left to do"
 
 
 def _header(plan: Plan) -> str:

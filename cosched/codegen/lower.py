@@ -27,6 +27,7 @@ from typing import Any
 import networkx as nx
 
 from cosched.codegen.plan import (
+    PROVIDERS,
     Binding,
     Buffer,
     Event,
@@ -108,6 +109,7 @@ def lower(
     import_options: ImportOptions | None = None,
     latency_critical: Iterable[str] = (),
     predicted_ms: Mapping[str, float] | None = None,
+    provider: str = "torch",
 ) -> Plan:
     """Lower ``schedule`` over ``graph`` to a plan for ``device``.
 
@@ -116,8 +118,11 @@ def lower(
     ``timeline`` is the predicted timeline: a mapping task id -> (start_ms, end_ms), or a
     simulator result with ``start``/``end`` sequences indexed by task id. Streams holding a
     task of a ``latency_critical`` tenant get a higher priority. ``predicted_ms`` carries the
-    predicted makespans of the plan and of the baselines, for reports.
+    predicted makespans of the plan and of the baselines, for reports. ``provider`` (one of
+    :data:`~cosched.codegen.plan.PROVIDERS`) runs every task; ``"ort"`` is for CPU plans.
     """
+    if provider not in PROVIDERS:
+        raise PlanError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     sched = schedule if isinstance(schedule, Schedule) else Schedule.single(schedule, "given")
     sched.validate(graph)
     flat = [(d, tuple(tasks)) for d, streams in enumerate(sched.devices) for tasks in streams]
@@ -144,7 +149,7 @@ def lower(
         device=_device_dict(device),
         models=_model_refs(graph),
         import_options=import_options or _default_import_options(graph),
-        tasks=tuple(TaskSpec(t.id, t.tenant, t.name, t.ops) for t in graph.tasks),
+        tasks=tuple(TaskSpec(t.id, t.tenant, t.name, t.ops, provider) for t in graph.tasks),
         streams=tuple(stream_plans),
         events=events,
         buffers=buffer_lifetimes(graph, sync),

@@ -33,6 +33,7 @@ from cosched.paths import check_writable_parent
 
 __all__ = [
     "PLAN_FILE",
+    "PROVIDERS",
     "SCHEMA_VERSION",
     "Binding",
     "Buffer",
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+PROVIDERS = ("torch", "ort")
+"""Who runs a task's ops: cosched's torch kernels, or onnxruntime."""
 PLAN_FILE = "plan.json"
 MODELS_DIR = "models"
 
@@ -122,19 +126,23 @@ class Event:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """The task partition, stored so a re-imported graph is re-fused identically."""
+    """The task partition, stored so a re-imported graph is re-fused identically, and the
+    provider that runs the task (``PROVIDERS``: ``"torch"``, cosched's own kernels, or
+    ``"ort"``, onnxruntime; see :mod:`cosched.runtime.ort`)."""
 
     id: int
     tenant: str
     name: str
     ops: tuple[str, ...]
+    provider: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "tenant": self.tenant, "name": self.name, "ops": list(self.ops)}
+        return {"id": self.id, "tenant": self.tenant, "name": self.name, "ops": list(self.ops),
+                "provider": self.provider}
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> TaskSpec:
-        return TaskSpec(d["id"], d["tenant"], d.get("name", ""), tuple(d["ops"]))
+        return TaskSpec(d["id"], d["tenant"], d.get("name", ""), tuple(d["ops"]), d.get("provider", "torch"))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Literal
 from cosched.codegen.plan import Plan
 from cosched.errors import PlanError
 
-__all__ = ["Step", "StepOp", "frees_after", "issue_steps", "stream_steps"]
+__all__ = ["Step", "StepOp", "frees_after", "issue_steps", "segments", "stream_steps"]
 
 StepOp = Literal["run", "record", "wait", "free"]
 
@@ -66,6 +66,32 @@ def stream_steps(plan: Plan) -> tuple[tuple[Step, ...], ...]:
             else:
                 steps.append(Step(s.id, ins.op, event=ins.event))
         out.append(tuple(steps))
+    return tuple(out)
+
+
+def segments(plan: Plan) -> tuple[tuple[int, ...], ...]:
+    """The runs of onnxruntime tasks that execute as one session each (:mod:`cosched.runtime.ort`).
+
+    A segment is a maximal run of tasks with provider ``"ort"`` of one tenant, back to back on
+    one stream with no event between them: no other stream waits inside it and it waits on
+    nothing inside it, so running it as one call changes no ordering. Frees between its tasks
+    do not cut it (the tensors they free are read only inside the segment, or before it).
+    """
+    providers = {t.id: t.provider for t in plan.tasks}
+    tenants = {t.id: t.tenant for t in plan.tasks}
+    out: list[tuple[int, ...]] = []
+    for s in plan.streams:
+        run: list[int] = []
+        for ins in s.instructions:
+            joins = (ins.op == "run" and providers.get(ins.task) == "ort"  # type: ignore[arg-type]
+                     and (not run or tenants[run[-1]] == tenants[ins.task]))  # type: ignore[index]
+            if not joins and run:
+                out.append(tuple(run))
+                run = []
+            if ins.op == "run" and providers.get(ins.task) == "ort":  # type: ignore[arg-type]
+                run.append(ins.task)  # type: ignore[arg-type]
+        if run:
+            out.append(tuple(run))
     return tuple(out)
 
 

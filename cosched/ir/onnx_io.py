@@ -3,7 +3,8 @@
 Everything here turns protobuf failures into :class:`cosched.errors.CoschedError` subclasses
 that name the file, tenant, op or tensor at fault. Only the importer's modules
 (:mod:`cosched.ir.onnx_import`, :mod:`cosched.ir.shapes`, :mod:`cosched.ir.folding` and this one)
-import ``onnx``.
+import ``onnx``. The way back out is here too: :func:`ops_model` writes some of a graph's ops as
+a standalone ONNX model (how onnxruntime runs tasks, :mod:`cosched.runtime.ort`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "check_model",
     "initializer_array",
     "np_dtype",
+    "ops_model",
     "opset_versions",
     "read_source",
     "sort_nodes",
@@ -279,3 +281,48 @@ def initializer_array(tensor: onnx.TensorProto, what: str, base_dir: Path | None
 def opset_versions(model: onnx.ModelProto) -> Mapping[str, int]:
     """Imported opset version per domain, ``ai.onnx`` spelled ``""``."""
     return {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
+
+
+# ---------------------------------------------------------------- writing back
+_ELEM_TYPES = {name: code for code, name in _DTYPES.items()}
+
+
+def ops_model(ops: Sequence[Any], inputs: Sequence[tuple[str, str, tuple[int, ...]]],
+              outputs: Sequence[tuple[str, str, tuple[int, ...]]], initializers: Mapping[str, np.ndarray],
+              opsets: Mapping[str, int], what: str) -> bytes:
+    """A serialized ONNX model of ``ops`` (IR :class:`~cosched.ir.graph.Op` values, in order).
+
+    ``inputs`` and ``outputs`` are ``(name, dtype, shape)``; ``initializers`` hold every other
+    value the ops read. Names are the graph's own. Raises :class:`UnsupportedOpError` naming
+    ``what`` for what cannot be written: a subgraph attribute, an unknown dtype.
+    """
+    nodes = []
+    for op in ops:
+        attrs = {}
+        for key, value in op.attrs.items():
+            if isinstance(value, onnx.GraphProto) or (isinstance(value, (tuple, list)) and value
+                                                       and isinstance(value[0], onnx.GraphProto)):
+                raise UnsupportedOpError(f"{what}: op {op.name!r} ({op.op_type}) has subgraph attribute {key!r}")
+            if isinstance(value, np.ndarray):
+                value = numpy_helper.from_array(value)
+            elif isinstance(value, tuple) and value and isinstance(value[0], np.ndarray):
+                value = [numpy_helper.from_array(v) for v in value]
+            elif isinstance(value, tuple) and not value:
+                continue  # an empty list has no attribute type; ONNX reads it as absent
+            attrs[key] = value
+        nodes.append(onnx.helper.make_node(op.op_type, list(op.inputs), list(op.outputs), name=op.name,
+                                           domain=op.domain, **attrs))
+
+    def info(name: str, dtype: str, shape: tuple[int, ...]) -> onnx.ValueInfoProto:
+        if dtype not in _ELEM_TYPES:
+            raise UnsupportedOpError(f"{what}: tensor {name!r} has dtype {dtype}, which cannot be written to ONNX")
+        return onnx.helper.make_tensor_value_info(name, _ELEM_TYPES[dtype], list(shape))
+
+    graph = onnx.helper.make_graph(
+        nodes, what, [info(*i) for i in inputs], [info(*o) for o in outputs],
+        [numpy_helper.from_array(np.asarray(v), name) for name, v in initializers.items()],
+    )
+    model = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()])
+    model.ir_version = min(model.ir_version, 10)  # onnxruntime 1.20 reads IR version 10
+    return model.SerializeToString()

@@ -46,7 +46,9 @@ class Executor:
     task as one TorchScript call where it can be traced (:mod:`cosched.runtime.traced`;
     default: on CPU, where op-by-op dispatch makes worker threads take turns on the GIL, and
     off on CUDA); ``tracer`` then says how many tasks were traced. ``on_profile`` receives
-    the timings of every profiled run.
+    the timings of every profiled run. Tasks run on the provider the plan gives them
+    (:mod:`cosched.runtime.ort` for ``"ort"``); ``providers="torch"`` runs every task on
+    cosched's torch kernels instead, and ``providers`` (the attribute) says who ran each task.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Executor:
         trace_tasks: bool | None = None,
         on_profile: ProfileHook | None = None,
         tune_malloc: bool = True,
+        providers: str | None = None,
     ) -> None:
         self.plan: Plan | None = plan
         self.graph = graph if graph is not None else graph_for_plan(plan)
@@ -75,7 +78,8 @@ class Executor:
         index = int(plan.device.get("index", 0))
         self._start(plan_program(plan), kind, index, threads_per_stream=threads_per_stream,
                     wait_timeout_s=wait_timeout_s, delay=delay, cuda_graph=cuda_graph,
-                    trace_tasks=trace_tasks, on_profile=on_profile, tune_malloc=tune_malloc)
+                    trace_tasks=trace_tasks, on_profile=on_profile, tune_malloc=tune_malloc,
+                    providers=providers)
 
     @classmethod
     def for_program(cls, graph: Graph, program: PlanProgram, device: str | torch.device = "cpu",
@@ -93,7 +97,10 @@ class Executor:
     def _start(self, program: PlanProgram, kind: str, index: int, *, threads_per_stream: int | None = None,
                wait_timeout_s: float = 300.0, delay: Callable[[int], float] | None = None,
                cuda_graph: bool = False, trace_tasks: bool | None = None,
-               on_profile: ProfileHook | None = None, tune_malloc: bool = True) -> None:
+               on_profile: ProfileHook | None = None, tune_malloc: bool = True,
+               providers: str | None = None) -> None:
+        if providers not in (None, "torch"):
+            raise ConfigError(f"providers must be None (the plan's) or 'torch', got {providers!r}")
         self.on_profile = on_profile
         self.last_timings: tuple[TaskTiming, ...] = ()
         if kind == "cpu":
@@ -104,6 +111,9 @@ class Executor:
             self.device = torch.device("cuda", index)
         else:
             raise ConfigError(f"backend {kind!r} is not one of 'auto', 'cpu', 'cuda'")
+        if program.segments and providers is None and kind != "cpu":
+            raise ConfigError(f"the plan runs tasks on onnxruntime, which cosched uses on CPU only, "
+                              f"not on {kind}; compile the plan for this device")
         self.trace_tasks = kind == "cpu" if trace_tasks is None else trace_tasks
         self.tracer = TaskTracer(self.device) if self.trace_tasks else None
         if kind == "cuda":  # fails clearly before any weight is loaded where CUDA is missing
@@ -117,13 +127,16 @@ class Executor:
         outputs = [n for t in self.graph.tenants for _, n in t.outputs]
         # shape constants stay on the host: no device copy, nothing to read back
         self.constants = device_only(self.graph.ops, constants, keep=outputs) if kind == "cuda" else constants
-        tasks = build_programs(self.graph, self.tracer, host=host, device=self.device)
+        threads = threads_per_stream or default_threads(len(program.streams))
+        self.segments = program.segments if providers is None else ()
+        tasks = build_programs(self.graph, self.tracer, host=host, device=self.device,
+                               segments=self.segments, threads=threads, constants=constants)
+        self.providers = {t.id: t.provider for t in tasks.values()}
         if kind == "cpu":
             from cosched.runtime.cpu import CpuBackend
 
             self.backend: Backend = CpuBackend(
-                program, tasks, threads_per_stream=threads_per_stream or default_threads(len(program.streams)),
-                wait_timeout_s=wait_timeout_s, delay=delay,
+                program, tasks, threads_per_stream=threads, wait_timeout_s=wait_timeout_s, delay=delay,
             )
         else:
             from cosched.runtime.cuda import CudaBackend

@@ -8,6 +8,7 @@ its runner.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -89,7 +90,8 @@ def schedule_timer(
 
 
 def task_latencies_in_situ(graph: Graph, device: Any, inputs: Mapping[str, Mapping[str, Any]],
-                           threads: Sequence[int], runs: int = 3, warmup: int = 2) -> dict[int, tuple[float, ...]]:
+                           threads: Sequence[int], runs: int = 3, warmup: int = 2,
+                           provider: str = "torch") -> dict[int, tuple[float, ...]]:
     """Every task's latency in context, per intra-op thread count: the graph's tasks run one
     after another (one stream) as a plan runs them, each task timed, median over ``runs``.
 
@@ -104,6 +106,8 @@ def task_latencies_in_situ(graph: Graph, device: Any, inputs: Mapping[str, Mappi
     from cosched.runtime.executor import Executor
 
     order = list(nx.lexicographical_topological_sort(graph.to_networkx("task")))
+    if provider == "ort":
+        return _in_situ_ort(graph, order, inputs, threads, runs, warmup)
     plan = lower(graph, [order], device=device)
     out: dict[int, tuple[float, ...]] = {}
     for n in threads:
@@ -117,3 +121,66 @@ def task_latencies_in_situ(graph: Graph, device: Any, inputs: Mapping[str, Mappi
                     samples[timing.task].append(timing.duration_ms)
         out[n] = tuple(statistics.median(samples[t]) for t in range(len(order)))
     return out
+
+
+def _in_situ_ort(graph: Graph, order: Sequence[int], inputs: Mapping[str, Mapping[str, Any]],
+                 threads: Sequence[int], runs: int, warmup: int) -> dict[int, tuple[float, ...]]:
+    return ort_in_situ(graph, inputs, threads, runs=runs, warmup=warmup, order=order)[0]
+
+
+def ort_in_situ(graph: Graph, inputs: Mapping[str, Mapping[str, Any]], threads: Sequence[int],
+                runs: int = 3, warmup: int = 2, parts: int = 4, order: Sequence[int] | None = None
+                ) -> tuple[dict[int, tuple[float, ...]], dict[int, dict[str, float]]]:
+    """Tasks in context on onnxruntime, per intra-op thread count: every task's latency with
+    each tenant run as one session (:func:`cosched.runtime.ort.segment_task_times`), and
+    each tenant's **segment boundary** cost: how much longer its tasks take cut into
+    ``parts`` sessions than as one, per cut (a session call, and layouts converted at the
+    cut: the NCHWc blocks onnxruntime keeps between convolutions inside one session)."""
+    import networkx as nx
+    import torch
+
+    from cosched.runtime.bindings import bind_inputs
+    from cosched.runtime.kernels import load_constants
+    from cosched.runtime.ort import build_segment, segment_task_times
+
+    order = list(order) if order is not None else list(nx.lexicographical_topological_sort(graph.to_networkx("task")))
+    constants = load_constants(graph, "cpu")
+    env = dict(constants)
+    env.update(bind_inputs(graph, inputs, torch.device("cpu")))
+    latencies: dict[int, tuple[float, ...]] = {}
+    boundaries: dict[int, dict[str, float]] = {}
+    for n in threads:
+        times: dict[int, float] = {}
+        boundaries[n] = {}
+        for tenant in graph.tenant_names:
+            tasks = [t for t in order if graph.task(t).tenant == tenant]
+            whole = build_segment(graph, tasks, n, constants)
+            times.update(segment_task_times(whole, env, n, runs=runs, warmup=warmup))
+            k = min(parts, len(tasks))
+            if k < 2:
+                boundaries[n][tenant] = 0.0
+                continue
+            cuts = [len(tasks) * i // k for i in range(k + 1)]
+            split = [build_segment(graph, tasks[a:b], n, constants) for a, b in itertools.pairwise(cuts)]
+            t_whole = _median_ms(partial(_run_segments, (whole,), env), runs, warmup)
+            t_split = _median_ms(partial(_run_segments, split, env), runs, warmup)
+            boundaries[n][tenant] = max(0.0, (t_split - t_whole) / (k - 1))
+        latencies[n] = tuple(times[t] for t in range(len(order)))
+    return latencies, boundaries
+
+
+def _run_segments(segments: Sequence[Any], env: Mapping[str, Any]) -> None:
+    local = dict(env)
+    for segment in segments:
+        segment(local)
+
+
+def _median_ms(fn: Any, runs: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return statistics.median(samples)

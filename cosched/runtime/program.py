@@ -16,6 +16,7 @@ neither imports the other:
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ from typing import Protocol
 import torch
 
 from cosched.codegen.plan import Plan
-from cosched.codegen.steps import Step, issue_steps, stream_steps
-from cosched.errors import CoschedError, RuntimeFailure
+from cosched.codegen.steps import Step, issue_steps, segments, stream_steps
+from cosched.errors import CoschedError, RuntimeFailure, UnsupportedOpError
 from cosched.ir.graph import Graph
 from cosched.runtime.kernels import Kernel, prepare_kernels
 from cosched.runtime.trace import TaskTiming
-from cosched.runtime.traced import TaskTracer, TracedTask
+from cosched.runtime.traced import TaskTracer
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Backend",
@@ -45,22 +48,31 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TaskProgram:
-    """One task ready to run: its kernels in order (or their trace, see
-    :mod:`cosched.runtime.traced`), and ``reads``: the tensors it reads that other tasks
-    wrote (a CUDA stream records its use of each, see :mod:`cosched.runtime.cuda`)."""
+    """One task ready to run: its kernels in order, and ``reads``: the tensors it reads that
+    other tasks wrote (a CUDA stream records its use of each, see :mod:`cosched.runtime.cuda`).
+
+    ``traced`` runs the task as one call instead of its kernels: its TorchScript trace
+    (:mod:`cosched.runtime.traced`), or the onnxruntime session of the segment it heads
+    (:mod:`cosched.runtime.ort`). ``covered_by`` is the head of the onnxruntime segment that
+    already ran this task; running it then does nothing. ``provider`` says which ran it.
+    """
 
     id: int
     name: str
     tenant: str
     kernels: tuple[Kernel, ...]
     reads: tuple[str, ...] = ()
-    traced: TracedTask | None = None
+    traced: Callable[[MutableMapping[str, torch.Tensor]], None] | None = None
+    provider: str = "torch"
+    covered_by: int | None = None
 
     @property
     def label(self) -> str:
         return f"task {self.id} ({self.tenant}:{self.name})"
 
     def run(self, env: MutableMapping[str, torch.Tensor], stream: int) -> None:
+        if self.covered_by is not None:
+            return
         try:
             if self.traced is not None:
                 self.traced(env)
@@ -77,17 +89,37 @@ class TaskProgram:
 
 def build_programs(graph: Graph, tracer: TaskTracer | None = None,
                    host: Mapping[str, torch.Tensor] | None = None,
-                   device: torch.device | None = None) -> dict[int, TaskProgram]:
+                   device: torch.device | None = None, *,
+                   segments: Sequence[Sequence[int]] = (), threads: int = 1,
+                   constants: Mapping[str, torch.Tensor] | None = None) -> dict[int, TaskProgram]:
     """Resolve every op once; one :class:`TaskProgram` per task of ``graph``. With
     ``tracer``, each task that can be traced runs as one call; ``host`` and ``device`` are
-    passed to :func:`~cosched.runtime.kernels.prepare_kernels`."""
+    passed to :func:`~cosched.runtime.kernels.prepare_kernels`. Each of ``segments`` (task
+    ids, see :func:`cosched.codegen.steps.segments`) runs as one onnxruntime session with
+    ``threads`` intra-op threads over ``constants``; a segment onnxruntime cannot load runs
+    as torch tasks instead (logged; ``provider`` then says ``"torch"``)."""
     kernels = {k.op.name: k for k in prepare_kernels(graph.ops, host=host, device=device)}
     task_of = {name: t.id for t in graph.tasks for op in t.ops for name in graph.op(op).outputs}
+    heads: dict[int, Callable[[MutableMapping[str, torch.Tensor]], None]] = {}
+    covered: dict[int, int] = {}
+    for segment in segments:
+        from cosched.runtime.ort import build_segment
+
+        try:
+            heads[segment[0]] = build_segment(graph, segment, threads, constants or {})
+        except UnsupportedOpError as exc:
+            log.warning("%s; these tasks run on torch kernels", exc)
+            continue
+        covered.update((t, segment[0]) for t in segment[1:])
     programs = {}
     for t in graph.tasks:
         ks = tuple(kernels[name] for name in t.ops)
         reads = tuple(sorted({n for k in ks for n in k.op.inputs
                               if n and task_of.get(n, t.id) != t.id}))
+        if t.id in heads or t.id in covered:
+            programs[t.id] = TaskProgram(t.id, t.name or t.ops[0], t.tenant, ks, reads, heads.get(t.id),
+                                         "ort", covered.get(t.id))
+            continue
         traced = tracer.trace(graph, t, ks) if tracer is not None else None
         programs[t.id] = TaskProgram(t.id, t.name or t.ops[0], t.tenant, ks, reads, traced)
     return programs
@@ -125,13 +157,16 @@ Program = Callable[[Machine], None]
 class PlanProgram:
     """A plan ready for a backend: ``streams[i]`` drives a machine through stream ``i``'s
     steps, ``issue`` through every stream's steps in one-thread issue order. ``recorders``
-    maps each event to the task it is recorded after (for error messages)."""
+    maps each event to the task it is recorded after (for error messages). ``segments`` are
+    the runs of tasks onnxruntime executes as one session each
+    (:func:`cosched.codegen.steps.segments`)."""
 
     streams: tuple[Program, ...]
     issue: Program
     num_events: int
     priorities: tuple[int, ...]
     recorders: Mapping[int, int]
+    segments: tuple[tuple[int, ...], ...] = ()
 
 
 def plan_program(plan: Plan) -> PlanProgram:
@@ -142,6 +177,7 @@ def plan_program(plan: Plan) -> PlanProgram:
         num_events=len(plan.events),
         priorities=tuple(s.priority for s in plan.streams),
         recorders={e.id: e.after_task for e in plan.events},
+        segments=segments(plan),
     )
 
 

@@ -37,11 +37,13 @@ class SequentialExecutor:
     must then be fused into tasks). Weights are loaded once, at construction.
 
     ``run`` takes inputs keyed by tenant, then by the model's own input names, and returns
-    outputs keyed the same way. Intermediate tensors are freed after their last use.
+    outputs keyed the same way. Intermediate tensors are freed after their last use. With
+    ``provider="ort"`` each tenant runs as one onnxruntime session with ``threads`` intra-op
+    threads (default: every core), as a one-stream plan with that provider runs it.
     """
 
     def __init__(self, graph: Graph, device: str = "cpu", *, trace_tasks: bool = False,
-                 tune_malloc: bool = True) -> None:
+                 tune_malloc: bool = True, provider: str = "torch", threads: int | None = None) -> None:
         self.graph = graph
         self.device = torch.device(device)
         if tune_malloc and self.device.type == "cpu":  # see cosched.runtime.malloc
@@ -67,6 +69,25 @@ class SequentialExecutor:
                 traced = self.tracer.trace(graph, task, kernels)
                 self._steps.append(traced if traced is not None else _Ops(kernels))
             self._last_use = _last_uses(graph, [[graph.op(n) for n in t.ops] for t in order])
+        if provider == "ort":
+            self._use_ort(threads)
+        elif provider != "torch":
+            raise ConfigError(f"provider must be 'torch' or 'ort', got {provider!r}")
+
+    def _use_ort(self, threads: int | None) -> None:
+        """Each tenant's tasks, in order, as one onnxruntime session (:mod:`cosched.runtime.ort`)."""
+        from cosched.runtime.executor import default_threads
+        from cosched.runtime.ort import build_segment
+
+        if self.device.type != "cpu":
+            raise ConfigError(f"provider 'ort' runs on CPU only, not on {self.device}")
+        if not self.graph.tasks:
+            raise ConfigError("provider 'ort' needs a graph fused into tasks; run cosched.ir.fusion.fuse first")
+        order = list(nx.lexicographical_topological_sort(self.graph.to_networkx("task")))
+        n = threads or default_threads(1)
+        self._steps = [build_segment(self.graph, [t for t in order if self.graph.task(t).tenant == tenant],
+                                     n, self.constants) for tenant in self.graph.tenant_names]
+        self._last_use = {}  # a segment keeps its intermediates to itself
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
         env: dict[str, torch.Tensor] = dict(self.constants)

@@ -37,11 +37,15 @@ class CostTable:
     ``in_situ`` maps intra-op thread counts to every task's latency measured in context
     (:func:`cosched.runtime.measure.task_latencies_in_situ`); :meth:`latency_at` uses them
     where they cover the thread count, instead of the model's standalone prediction.
+    ``boundaries`` maps thread counts to what each tenant pays where its tasks are cut into
+    one more onnxruntime session (:func:`cosched.runtime.measure.segment_boundaries`);
+    :meth:`boundary_at` gives it per task, charged to a task that starts a segment.
     """
 
     def __init__(self, graph: Graph, model: CostModel, launch_overhead_ms: float = 0.0,
                  runtime: RuntimeCosts | None = None,
-                 in_situ: Mapping[int, Sequence[float]] | None = None) -> None:
+                 in_situ: Mapping[int, Sequence[float]] | None = None,
+                 boundaries: Mapping[int, Mapping[str, float]] | None = None) -> None:
         if not graph.tasks:
             raise ScheduleError("the graph has no tasks to schedule; run fusion before search")
         ids = [t.id for t in graph.tasks]
@@ -84,6 +88,22 @@ class CostTable:
                 raise CostModelError(f"in-situ latencies at {threads} thread(s) must be {self.n} positive "
                                      f"values, one per task; got {len(values)}")
         self._slowdown: dict[Key, float] = {}
+        self.boundaries = {int(k): {str(t): float(ms) for t, ms in v.items()} for k, v in (boundaries or {}).items()}
+        for threads, per_tenant in self.boundaries.items():
+            if set(per_tenant) != set(self.tenants) or not all(ms >= 0 for ms in per_tenant.values()):
+                raise CostModelError(f"segment boundary costs at {threads} thread(s) must be >= 0 ms for every "
+                                     f"tenant {list(self.tenants)}; got {per_tenant}")
+        self._boundary_at: dict[int, tuple[float, ...]] = {}
+
+    def boundary_at(self, streams: int) -> tuple[float, ...]:
+        """Per task, what starting a new segment there costs in a plan of ``streams`` streams
+        (zeros without ``boundaries``, or where they miss that thread count)."""
+        cached = self._boundary_at.get(streams)
+        if cached is None:
+            per_tenant = self.boundaries.get(self.runtime.threads(streams), {})
+            cached = tuple(per_tenant.get(self.tenants[i], 0.0) for i in self.tenant_of)
+            self._boundary_at[streams] = cached
+        return cached
 
     def latency_at(self, streams: int) -> tuple[float, ...]:
         """Every task's latency in a plan of ``streams`` streams: at the intra-op threads that

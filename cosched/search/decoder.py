@@ -39,7 +39,7 @@ from typing import Any
 from cosched.errors import ConfigError
 from cosched.search.costtable import CostTable
 from cosched.search.schedule import Schedule
-from cosched.search.simulator import SimResult, Timeline
+from cosched.search.simulator import SimResult, Timeline, starts_segment
 
 __all__ = ["DecoderKnobs", "decode"]
 
@@ -162,8 +162,10 @@ class _Decoder:
         self.assigned[t] = True
         self.on_stream[s] = t
         self.stream_of[t] = s
+        previous = self.queues[s][-1] if self.queues[s] else None
         self.queues[s].append(t)
-        self.timeline.launch((t,), waited=self.free_at[s] < self.timeline.now)
+        self.timeline.launch((t,), waited=self.free_at[s] < self.timeline.now,
+                             cut=starts_segment(self.table, t, previous, self.stream_of, self.assigned))
 
     def _pick(self) -> int | None:
         """The best unassigned ready task that passes the guard, scanning a bounded prefix."""

@@ -19,7 +19,7 @@ the decoder drives it from a priority policy, so both see exactly the same timin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,7 @@ class Timeline:
         self.table = table
         self.record_pairs = record_pairs
         self.latency = table.latency_at(streams)
+        self.boundary = table.boundary_at(streams)
         self.worst = [1.0] * table.n
         self.now = 0.0
         self.remaining: dict[int, float] = {}
@@ -96,13 +97,14 @@ class Timeline:
         self._pairs: dict[tuple[int, int], tuple[float, float]] = {}
         self._dirty = False
 
-    def launch(self, tasks: Iterable[int], waited: bool = False) -> None:
+    def launch(self, tasks: Iterable[int], waited: bool = False, cut: bool = False) -> None:
         """Start ``tasks`` now; ``waited``: their stream sat idle waiting for another stream,
-        so each pays the table's ``wait_ms`` first."""
+        so each pays the table's ``wait_ms`` first; ``cut``: each starts a new segment of
+        its stream, and pays its tenant's boundary cost (:meth:`CostTable.boundary_at`)."""
         latency = self.latency
         extra = self.table.wait_ms if waited else 0.0
         for t in tasks:
-            self.remaining[t] = latency[t] + extra
+            self.remaining[t] = latency[t] + extra + (self.boundary[t] if cut else 0.0)
             self.start[t] = self.now
             self._dirty = True
 
@@ -190,15 +192,19 @@ def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True) ->
     head = [0] * len(streams)
     busy: list[int | None] = [None] * len(streams)
     free_at = [0.0] * len(streams)
-    stream_of = {t: s for s, tasks in enumerate(streams) for t in tasks}
+    stream_of = [0] * table.n
+    for s, tasks in enumerate(streams):
+        for t in tasks:
+            stream_of[t] = s
     timeline = Timeline(table, record_pairs, len(streams))
     finished = 0
 
     def launch_startable() -> None:
         for s, tasks in enumerate(streams):
             if busy[s] is None and head[s] < len(tasks) and pending[tasks[head[s]]] == 0:
-                busy[s] = tasks[head[s]]
-                timeline.launch((tasks[head[s]],), waited=free_at[s] < timeline.now)
+                t = busy[s] = tasks[head[s]]
+                timeline.launch((t,), waited=free_at[s] < timeline.now,
+                                cut=starts_segment(table, t, tasks[head[s] - 1] if head[s] else None, stream_of))
 
     launch_startable()
     while finished < table.n:
@@ -218,6 +224,19 @@ def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True) ->
                 pending[succ] -= 1
         launch_startable()
     return timeline.result(schedule.method)
+
+
+def starts_segment(table: CostTable, task: int, previous: int | None, stream_of: Sequence[int],
+                   placed: Sequence[bool] | None = None) -> bool:
+    """Whether ``task``, run after ``previous`` on its stream, starts a new segment (see
+    :func:`cosched.codegen.steps.segments`): first on its stream, another tenant's than the
+    task before it, or ordered by an event (a dependency across streams, either side).
+    ``placed`` (default: all) says which tasks ``stream_of`` already places; others do not cut."""
+    if previous is None or table.tenant_of[previous] != table.tenant_of[task]:
+        return True
+    s = stream_of[task]
+    return (any(stream_of[p] != s for p in table.preds[task] if placed is None or placed[p])
+            or any(stream_of[q] != s for q in table.succs[previous] if placed is None or placed[q]))
 
 
 def _check_covers(schedule: Schedule, streams: list[tuple[int, ...]], n: int) -> None:

@@ -108,3 +108,30 @@ def test_task_graph_rejects_cross_tenant_predecessor():
 
     with pytest.raises(GraphError, match="task 1 of tenant 'b' lists predecessor 0"):
         task_graph([("a", [], OpCost()), ("b", [0], OpCost())])
+
+
+def _with_boundaries(table: CostTable, per_tenant: dict[str, float]) -> CostTable:
+    return CostTable(table.graph, table.model, boundaries={1: per_tenant})
+
+
+def test_segment_boundaries_are_charged_where_a_stream_changes_tenant_or_waits():
+    # a0 -> a1 (tenant a), b0 -> b1 (tenant b), 1 ms each; a new segment costs a 0.5, b 0.25.
+    base = make_table([("a", []), ("a", [0]), ("b", []), ("b", [2])], [1.0] * 4)
+    table = _with_boundaries(base, {"a": 0.5, "b": 0.25})
+    assert table.boundary_at(1) == (0.5, 0.5, 0.25, 0.25)
+    grouped = simulate(Schedule.single([[0, 1, 2, 3]]), table)
+    assert grouped.makespan == pytest.approx(4.0 + 0.5 + 0.25)  # two segments
+    interleaved = simulate(Schedule.single([[0, 2, 1, 3]]), table)
+    assert interleaved.makespan == pytest.approx(4.0 + 2 * 0.5 + 2 * 0.25)  # four
+    # a1 on another stream than a0: both sides of the event start segments
+    split = simulate(Schedule.single([[0, 2, 3], [1]]), table)
+    assert split.end[1] - split.start[1] == pytest.approx(1.0 + 0.5 + table.wait_ms)
+    assert simulate(Schedule.single([[0, 1, 2, 3]]), base).makespan == pytest.approx(4.0)
+
+
+def test_boundaries_must_cover_every_tenant():
+    base = make_table([("a", []), ("b", [])], [1.0, 1.0])
+    with pytest.raises(CostModelError, match="segment boundary costs at 1 thread"):
+        _with_boundaries(base, {"a": 0.5})
+    with pytest.raises(CostModelError, match="segment boundary costs"):
+        _with_boundaries(base, {"a": 0.5, "b": -1.0})
