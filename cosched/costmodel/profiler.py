@@ -87,6 +87,7 @@ class ProfileConfig:
     restandalone_every: int = 4
     seed: int = 0
     quiet: bool = False
+    provider: str = "auto"
 
 
 def standalone_threads(device: DeviceSpec, sizes: Sequence[int] = (2,)) -> int:
@@ -163,6 +164,11 @@ class Profiler:
             from cosched.runtime.malloc import keep_freed_memory
 
             keep_freed_memory()
+        from cosched.runtime.ort import available
+
+        # tasks run as the executor runs them by default: onnxruntime on CPU where it imports
+        self.provider = ("ort" if device.kind == "cpu" and available() else "torch") if (
+            self.config.provider == "auto") else self.config.provider
         self._runners: OrderedDict[str, TaskRunner] = OrderedDict()
         self._tasks: dict[str, tuple[Graph, Task]] = {}
         self._weights: dict[tuple[int, str], Mapping[str, np.ndarray]] = {}
@@ -217,7 +223,8 @@ class Profiler:
             self._runners.move_to_end(sig)
             return self._runners[sig]
         graph, task = self._tasks[sig]
-        runner = TaskRunner(graph, task, self._torch_device, self._weights_of(graph, task), self.config.seed)
+        runner = TaskRunner(graph, task, self._torch_device, self._weights_of(graph, task), self.config.seed,
+                            provider=self.provider)
         self._runners[sig] = runner
         if len(self._runners) > 256:
             self._runners.popitem(last=False)

@@ -4,8 +4,9 @@ A :class:`TaskRunner` binds a task's ops to their :mod:`cosched.ops` implementat
 holds the task's external inputs: weights and folded constants by value, every other input
 random of the right shape and dtype (integer and boolean inputs are zeros, which is a valid
 index for any gather). Calling it runs the task as the runtime's executor does: on CPU as
-one traced TorchScript call (:mod:`cosched.runtime.traced`) where the task can be traced,
-else its ops back to back.
+an onnxruntime session (the default provider, :mod:`cosched.runtime.ort`), or as one traced
+TorchScript call (:mod:`cosched.runtime.traced`) where the task can be traced, else its ops
+back to back.
 
 Definitions (CPU; every time is wall time from ``perf_counter_ns``, in ms):
 
@@ -57,11 +58,15 @@ class TaskRunner:
 
     With ``trace`` (the default on CPU) the task runs as one TorchScript call when
     :mod:`cosched.runtime.traced` can trace it, as the CPU executor runs it; ``traced`` says
-    whether it does.
+    whether it does. With ``provider="ort"`` (CPU) it runs as an onnxruntime session of its
+    own (:mod:`cosched.runtime.ort`) with as many intra-op threads as the calling thread's
+    torch setting, one session per thread count; ``provider`` says which ran it (torch where
+    onnxruntime cannot load the task).
     """
 
     def __init__(self, graph: Graph, task: Task, device: torch.device,
-                 weights: Mapping[str, np.ndarray], seed: int = 0, trace: bool | None = None) -> None:
+                 weights: Mapping[str, np.ndarray], seed: int = 0, trace: bool | None = None,
+                 provider: str = "torch") -> None:
         self.label = f"task {task.id} ({task.name or task.tenant})"
         ops = graph.task_ops(task)
         reads = graph.task_inputs(task)
@@ -76,6 +81,15 @@ class TaskRunner:
         self._inputs = {**fixed, **example_inputs(graph, activations, {}, device, 2 * seed)}
         self._program: Callable[[dict[str, torch.Tensor]], None] = self._eager
         self.traced = False
+        self.provider = "torch"
+        if provider == "ort" and device.type == "cpu":
+            self._graph, self._task, self._fixed_values = graph, task, fixed
+            self._sessions: dict[int, Callable[[dict[str, torch.Tensor]], None]] = {}
+            with contextlib.suppress(UnsupportedOpError):  # runs on torch, as the executor would
+                self._session(torch.get_num_threads())
+                self._program, self.provider = self._on_ort, "ort"
+            if self.provider == "ort":
+                return
         if trace if trace is not None else device.type == "cpu":
             draws = [self._inputs, example_inputs(graph, activations, {}, device, 2 * seed + 1)]
             traced, _why = trace_task(self._kernels, activations, graph.task_outputs(task), draws, fixed)
@@ -88,6 +102,18 @@ class TaskRunner:
         if name not in weights:
             raise ProfileError(f"{self.label}: weight {name!r} was not read from its model")
         return torch.from_numpy(np.array(weights[name], copy=True))
+
+    def _session(self, threads: int) -> Callable[[dict[str, torch.Tensor]], None]:
+        """The task as an onnxruntime session with ``threads`` intra-op threads (made once)."""
+        if threads not in self._sessions:
+            from cosched.runtime.ort import build_segment
+
+            self._sessions[threads] = build_segment(self._graph, [self._task.id], threads, self._fixed_values)
+        return self._sessions[threads]
+
+    def _on_ort(self, env: dict[str, torch.Tensor]) -> None:
+        # the calling thread's torch thread count is the stream's (see time_standalone, corun_cpu)
+        self._session(torch.get_num_threads())(env)
 
     def _eager(self, env: dict[str, torch.Tensor]) -> None:
         for kernel in self._kernels:

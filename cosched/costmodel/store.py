@@ -36,11 +36,13 @@ from cosched.errors import CoschedError, ProfileError
 
 __all__ = ["CorunGroup", "ProfileData", "ProfileStore", "StandaloneRecord"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # 2: standalone and co-run latencies share one definition (cosched.costmodel.runner); stores
 # of version 1 measured standalone with all cores on the calling thread and are not comparable.
 # 3: CPU tasks are measured traced (cosched.runtime.traced), as the executor now runs them;
 # version 2 measured them op by op, paying Python dispatch and the GIL per op.
+# 4: CPU tasks are measured on onnxruntime (cosched.runtime.ort), the executor's default
+# provider on CPU; version 3 measured cosched's torch kernels, 1.5-3.5x slower at one thread.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

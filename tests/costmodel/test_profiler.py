@@ -156,3 +156,25 @@ def test_anchored_groups_each_hold_an_anchor(make_mlp, device):
     assert {g[0] for g in groups} == set(anchors)  # anchors take turns
     assert len({frozenset(g[1:]) for g in groups if len(g) == 2}) > 2  # co-runners vary
     assert list(plan_groups(records, device, (2,), anchors=["not measured"])) == []
+
+
+def test_runner_on_onnxruntime_keeps_a_session_per_thread_count(make_mlp):
+    graph = make_mlp((16, 32))
+    runner = TaskRunner(graph, graph.tasks[0], torch.device("cpu"), {}, provider="ort")
+    assert runner.provider == "ort" and not runner.traced
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            runner()
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(runner._sessions) == [1, 2]
+
+
+def test_profiler_measures_cpu_tasks_on_onnxruntime_by_default(tmp_path):
+    from cosched.costmodel import DeviceSpec
+    from cosched.costmodel.profiler import Profiler
+
+    assert Profiler(DeviceSpec.detect("cpu")).provider == "ort"
+    assert Profiler(DeviceSpec.detect("cpu"), ProfileConfig(provider="torch")).provider == "torch"
