@@ -5,19 +5,10 @@
         [--runners NAME,...] [--check-inprocess] [--json FILE] [--write BENCHMARKS.md]
 
 The parent compiles the mix once, saves the plan, the stream-per-tenant baseline lowered to
-a plan and the inputs into a work directory, then for each repeat starts one process per
-runner, in an order rotated by one each repeat. A runner's process loads what it runs
-(as a user would: ``cosched.load`` of the plan directory, or onnxruntime sessions of the
-model files), runs ``--warmup`` times, times ``--iters`` runs and writes its times; nothing
-else lives in that process. A runner's time is the median over its repeats of the median
-of its runs; its spread is (max - min) / median over repeats. The outputs of each runner's
-first process are compared with op-by-op execution (relative error <= 1e-4).
-
-Runners: ``plan``, ``sequential`` (the plan's traced tasks one after another on the main
-thread, every core), ``sequential-1-thread``, ``stream-per-tenant`` (the baseline through
-the same executor), ``ort-sequential-{1t,Nt}[-nospin]`` (onnxruntime sessions one after
-another with 1 or every intra-op thread, spinning on or off), ``ort-threads[-nospin]``
-(one session per tenant in its own Python thread, cores shared evenly).
+a plan and the inputs into a work directory, then times the runners with the protocol of
+:mod:`cosched.runtime.isolated` (one fresh process per runner and repeat, order rotated;
+its docstring lists the runners). The outputs of each runner's first process are compared
+with op-by-op execution (relative error <= 1e-4).
 
 ``--check-inprocess`` also times the cosched runners interleaved in one process
 (:func:`cosched.runtime.measure.measure_interleaved`, what ``cosched run --compare`` and
@@ -31,32 +22,31 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-MALLOC_TOP_PAD = 512 << 20
+from cosched.runtime.isolated import (
+    COSCHED_RUNNERS,
+    MALLOC_TOP_PAD,
+    RUNNERS,
+    build_runner,
+    cores,
+    load_inputs,
+    run_isolated,
+    summarise,
+)
+
 AGREEMENT = 0.10
-COSCHED_RUNNERS = ("plan", "sequential", "sequential-1-thread", "stream-per-tenant")
-ORT_RUNNERS = ("ort-sequential-1t", "ort-sequential-Nt", "ort-sequential-1t-nospin", "ort-sequential-Nt-nospin",
-               "ort-threads", "ort-threads-nospin")
-RUNNERS = COSCHED_RUNNERS + ORT_RUNNERS
 INPROCESS = "@inprocess"
 Outputs = dict[str, dict[str, np.ndarray]]
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# ------------------------------------------------------------------------------ the parent
 def prepare(mix_name: str, work: Path, *, trials: int, cost_model: str, seed: int,
             interference_threshold: float, provider: str = "auto") -> dict[str, Any]:
     """Compile the mix and write what every runner's process needs into ``work``."""
@@ -87,47 +77,13 @@ def prepare(mix_name: str, work: Path, *, trials: int, cost_model: str, seed: in
     return meta
 
 
-def run_isolated(work: Path, runners: Sequence[str], *, repeats: int, iters: int, warmup: int,
-                 progress: bool = True) -> dict[str, list[list[float]]]:
-    """Per runner, the run times (ms) of each repeat, each repeat in a fresh process."""
-    env = dict(os.environ, MALLOC_TOP_PAD_=str(MALLOC_TOP_PAD))
-    times: dict[str, list[list[float]]] = {r: [] for r in runners}
-    for rep in range(repeats):
-        order = list(runners[rep % len(runners):]) + list(runners[: rep % len(runners)])
-        for name in order:
-            out = work / f"times-{name}-{rep}.json"
-            cmd = [sys.executable, "-m", "benchmarks.isolated", "--child", name, "--work", str(work),
-                   "--iters", str(iters), "--warmup", str(warmup), "--out", str(out)]
-            if rep == 0:
-                cmd.append("--save-outputs")
-            started = time.perf_counter()
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"runner {name} failed (repeat {rep}):\n{done.stderr[-3000:]}")
-            times[name].append(json.loads(out.read_text())["times_ms"])
-            if progress:
-                print(f"  repeat {rep} {name:26s} {statistics.median(times[name][-1]):9.2f} ms "
-                      f"({time.perf_counter() - started:.0f} s with load)", file=sys.stderr, flush=True)
-    return times
-
-
-def summarise(times: dict[str, list[list[float]]]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, reps in times.items():
-        medians = [statistics.median(r) for r in reps]
-        median = statistics.median(medians)
-        out[name] = {"median_ms": median, "repeat_medians_ms": medians,
-                     "spread": (max(medians) - min(medians)) / median if median else 0.0}
-    return out
-
-
 def check_outputs(work: Path, runners: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each runner's saved outputs against op-by-op execution of the plan's graph."""
     import cosched
     from benchmarks.run import compare_outputs
 
     compiled = cosched.load(work / "plan")
-    outputs = {"op-by-op": compiled.reference.run(_inputs(work))}
+    outputs = {"op-by-op": compiled.reference.run(load_inputs(work))}
     for name in runners:
         with np.load(work / f"outputs-{name}.npz") as data:
             got: Outputs = {}
@@ -162,101 +118,12 @@ def check_inprocess(work: Path, isolated: dict[str, dict[str, Any]], *, iters: i
 def _inprocess_child(work: Path, names: Sequence[str], iters: int, warmup: int, out: Path) -> None:
     from cosched.runtime.measure import measure_interleaved
 
-    timings = measure_interleaved({n: _build(n, work)[0] for n in names}, iters=iters, warmup=warmup)
+    timings = measure_interleaved({n: build_runner(n, work)[0] for n in names}, iters=iters, warmup=warmup)
     out.write_text(json.dumps({n: t.median for n, t in timings.items()}))
     os._exit(0)
 
 
 # ------------------------------------------------------------------------------- a runner
-def _inputs(work: Path) -> dict[str, dict[str, np.ndarray]]:
-    feeds = {}
-    for path in sorted((work / "inputs").glob("*.npz")):
-        with np.load(path) as data:
-            feeds[path.stem] = {k: data[k] for k in data.files}
-    return feeds
-
-
-def _build(name: str, work: Path) -> tuple[Callable[[], Outputs], str]:
-    """The runner called ``name`` and its description, built in this process."""
-    feeds = _inputs(work)
-    if name in COSCHED_RUNNERS:
-        import torch
-
-        import cosched
-        from cosched.runtime import SequentialExecutor
-
-        if name == "stream-per-tenant":
-            compiled = cosched.load(work / "stream-per-tenant")
-            return (lambda: compiled.run(feeds)), "one stream per tenant, cosched executor"
-        compiled = cosched.load(work / "plan")
-        if name == "plan":
-            return (lambda: compiled.run(feeds)), f"cosched plan, {len(compiled.plan.streams)} stream(s)"
-        threads = 1 if name == "sequential-1-thread" else _cores()
-        provider = "ort" if any(t.provider == "ort" for t in compiled.plan.tasks) else "torch"
-        seq = SequentialExecutor(compiled.graph, "cpu", trace_tasks=True, provider=provider, threads=threads)
-
-        def sequential() -> Outputs:
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                return seq.run(feeds)
-            finally:
-                torch.set_num_threads(before)
-        how = "each tenant one onnxruntime session" if provider == "ort" else "traced tasks"
-        return sequential, f"cosched sequential ({how}), tenants one after another, {threads} intra-op thread(s)"
-    return _ort_runner(name, work, feeds)
-
-
-def _ort_runner(name: str, work: Path, feeds: dict[str, dict[str, np.ndarray]]) -> tuple[Callable[[], Outputs], str]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    import onnxruntime as ort
-
-    meta = json.loads((work / "meta.json").read_text())
-    models = meta["models"]
-    spin = not name.endswith("-nospin")
-    concurrent = name.startswith("ort-threads")
-    threads = max(1, _cores() // len(models)) if concurrent else (1 if "-1t" in name else _cores())
-    sessions = {}
-    for tenant, path in models.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        sessions[tenant] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    def one(tenant: str) -> dict[str, np.ndarray]:
-        session = sessions[tenant]
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds[tenant]), strict=True))
-
-    what = f"onnxruntime, {threads} intra-op thread(s), spinning {'on' if spin else 'off'}"
-    if not concurrent:
-        return (lambda: {t: one(t) for t in sessions}), f"{what}, sessions one after another"
-    pool = ThreadPoolExecutor(max_workers=len(sessions))
-
-    def threaded() -> Outputs:
-        futures = {t: pool.submit(one, t) for t in sessions}
-        return {t: f.result() for t, f in futures.items()}
-    return threaded, f"{what}, one Python thread per tenant"
-
-
-def child(name: str, work: Path, iters: int, warmup: int, out: Path, save_outputs: bool) -> None:
-    run, _ = _build(name, work)
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        outputs = run()
-        times.append((time.perf_counter() - start) * 1e3)
-    out.write_text(json.dumps({"runner": name, "times_ms": times}))
-    if save_outputs:
-        np.savez(work / f"outputs-{name}.npz",
-                 **{f"{t}::{k}": v for t, outs in outputs.items() for k, v in outs.items()})
-    os._exit(0)  # no teardown: executors' threads and sessions go with the process
-
-
 # ------------------------------------------------------------------------------ reporting
 def rows(result: dict[str, Any]) -> list[str]:
     runners, predicted = result["runners"], result["meta"]["predicted_ms"]
@@ -310,8 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child == INPROCESS:
         _inprocess_child(args.work, args.runners.split(","), args.iters, args.warmup, args.out)
-    if args.child:
-        child(args.child, args.work, args.iters, args.warmup, args.out, args.save_outputs)
     runners = [r for r in args.runners.split(",") if r]
     unknown = sorted(set(runners) - set(RUNNERS))
     if unknown or not {"plan", "sequential"} <= set(runners):
@@ -349,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _machine() -> str:
     from benchmarks.run import _cpu_model
 
-    return f"{_cpu_model()}, {_cores()} cores"
+    return f"{_cpu_model()}, {cores()} cores"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ executor runs them, so that a plan's speedup over it comes from scheduling alone
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,6 +56,9 @@ class SequentialExecutor:
         self.constants = (device_only(graph.ops, constants, keep=outputs) if self.device.type == "cuda"
                           else constants)
         self._last_use = _last_uses(graph)
+        self._step_tenants = [op.tenant for op in graph.ops]
+        #: with ``run(profile=True)``: (tenant, start_ms, end_ms) of each run of one tenant's steps
+        self.last_timeline: list[tuple[str, float, float]] = []
         self.tracer: TaskTracer | None = None
         self._steps: list[Callable[[dict[str, torch.Tensor]], None]] | None = None  # None: op by op
         if trace_tasks:
@@ -64,6 +68,7 @@ class SequentialExecutor:
             by_name = {k.op.name: k for k in self.kernels}
             order = [graph.task(i) for i in nx.lexicographical_topological_sort(graph.to_networkx("task"))]
             self._steps = []
+            self._step_tenants = [t.tenant for t in order]
             for task in order:
                 kernels = [by_name[name] for name in task.ops]
                 traced = self.tracer.trace(graph, task, kernels)
@@ -87,19 +92,38 @@ class SequentialExecutor:
         n = threads or default_threads(1)
         self._steps = [build_segment(self.graph, [t for t in order if self.graph.task(t).tenant == tenant],
                                      n, self.constants) for tenant in self.graph.tenant_names]
+        self._step_tenants = list(self.graph.tenant_names)
         self._last_use = {}  # a segment keeps its intermediates to itself
 
-    def run(self, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    def run(self, inputs: Mapping[str, Mapping[str, Any]], *, profile: bool = False
+            ) -> dict[str, dict[str, np.ndarray]]:
+        """Outputs of one run; with ``profile``, :attr:`last_timeline` holds when each tenant ran."""
         env: dict[str, torch.Tensor] = dict(self.constants)
         env.update(bind_inputs(self.graph, inputs, self.device))
         keep = set(self.constants) | {n for t in self.graph.tenants for _, n in t.outputs}
+        timeline: list[tuple[str, float, float]] = []
+        start = time.perf_counter_ns()
         with torch.inference_mode():
             for index, step in enumerate(self._steps if self._steps is not None else self.kernels):
+                begin = time.perf_counter_ns() if profile else 0
                 step(env)
+                if profile:
+                    _extend(timeline, self._step_tenants[index], (begin - start) / 1e6,
+                            (time.perf_counter_ns() - start) / 1e6)
                 for name in self._last_use.get(index, ()):
                     if name not in keep:
                         env.pop(name, None)
+        if profile:
+            self.last_timeline = timeline
         return collect_outputs(self.graph, env)
+
+
+def _extend(timeline: list[tuple[str, float, float]], tenant: str, begin: float, end: float) -> None:
+    """Append a step to ``timeline``, merged into the last entry when it is the same tenant's."""
+    if timeline and timeline[-1][0] == tenant:
+        timeline[-1] = (tenant, timeline[-1][1], end)
+    else:
+        timeline.append((tenant, begin, end))
 
 
 class _Ops:
