@@ -41,7 +41,8 @@ def gantt(rows: Sequence[Row], path: str | Path, *, title: str = "schedule") -> 
     return gantt_compare({title: rows}, path)
 
 
-def gantt_compare(panels: Mapping[str, Sequence[Row]], path: str | Path, *, title: str = "") -> Path:
+def gantt_compare(panels: Mapping[str, Sequence[Row]], path: str | Path, *, title: str = "",
+                  xlabel: str = "time (ms, predicted)") -> Path:
     """One Gantt panel per entry of ``panels`` (e.g. ``{"sequential": ..., "plan": ...}``),
     stacked with a shared time axis and one tenant legend; saved as PNG at ``path``."""
     if not panels:
@@ -62,7 +63,7 @@ def gantt_compare(panels: Mapping[str, Sequence[Row]], path: str | Path, *, titl
                              gridspec_kw={"height_ratios": [n + 1 for n in lanes]})
     for ax, (name, rows) in zip(axes[:, 0], panels.items(), strict=True):
         _draw(ax, name, rows, colors)
-    axes[-1, 0].set_xlabel("time (ms, predicted)")
+    axes[-1, 0].set_xlabel(xlabel)
     handles = [matplotlib.patches.Patch(color=colors[t], label=t) for t in tenants]
     fig.legend(handles=handles, loc="upper right", ncol=min(len(tenants), 6), frameon=False, fontsize=9)
     if title:

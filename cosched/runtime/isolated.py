@@ -137,7 +137,7 @@ def _cosched_runner(name: str, work: Path, feeds: dict[str, dict[str, np.ndarray
                 if t.task in covered:
                     continue
                 spec = compiled.plan.task_spec(t.task)
-                rows.append({"row": f"stream {t.stream}", "tenant": spec.tenant, "label": spec.name or str(t.task),
+                rows.append({"task": t.task, "name": spec.name, "tenant": spec.tenant, "stream": t.stream,
                              "start_ms": t.start_us / 1e3, "end_ms": t.end_us / 1e3})
             return rows
         what = (f"cosched plan, {len(compiled.plan.streams)} stream(s)" if name == "plan"
@@ -146,7 +146,8 @@ def _cosched_runner(name: str, work: Path, feeds: dict[str, dict[str, np.ndarray
     compiled = cosched.load(work / "plan")
     threads = 1 if name == "sequential-1-thread" else cores()
     provider = "ort" if any(t.provider == "ort" for t in compiled.plan.tasks) else "torch"
-    seq = SequentialExecutor(compiled.graph, "cpu", trace_tasks=True, provider=provider, threads=threads)
+    seq = SequentialExecutor(compiled.graph, compiled.plan.device_kind or "cpu", trace_tasks=True,
+                             provider=provider, threads=threads)
 
     def sequential() -> Outputs:
         before = torch.get_num_threads()
@@ -163,8 +164,8 @@ def _cosched_runner(name: str, work: Path, feeds: dict[str, dict[str, np.ndarray
             seq.run(feeds, profile=True)
         finally:
             torch.set_num_threads(before)
-        return [{"row": "stream 0", "tenant": tenant, "label": tenant, "start_ms": begin, "end_ms": end}
-                for tenant, begin, end in seq.last_timeline]
+        return [{"task": i, "name": tenant, "tenant": tenant, "stream": 0, "start_ms": begin, "end_ms": end}
+                for i, (tenant, begin, end) in enumerate(seq.last_timeline)]
     how = "each tenant one onnxruntime session" if provider == "ort" else "traced tasks"
     return sequential, f"cosched sequential ({how}), tenants one after another, {threads} intra-op thread(s)", timed
 

@@ -9,7 +9,7 @@ import pytest
 
 from cosched import zoo
 from cosched.cli import main
-from cosched.cli.demo import DEMO_TENANTS
+from cosched.cli.demo import DEMO_TENANTS, ORT_RUNNERS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TENANTS = ("squeezenet1_1", "dlrm")
@@ -58,13 +58,21 @@ def test_show_missing_plan_dir_is_one_line(tmp_path: Path, capsys: pytest.Captur
 
 def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--cost-model", "roofline", "--trials", "3", "--iters", "1"]) == 0
+    assert main(["demo", "--out", str(out), "--cost-model", "roofline", "--trials", "3", "--iters", "1",
+                 "--repeats", "1", "--size", "tiny"]) == 0
     text = capsys.readouterr().out
-    for word in ("predicted", "measured", "speedup", "max abs diff", *DEMO_TENANTS):
+    for word in ("predicted", "measured", "plan vs sequential", "onnxruntime's best", "fresh process",
+                 *DEMO_TENANTS):
         assert word in text, text
     result = json.loads((out / "demo.json").read_text())
-    assert result["max_abs_diff"] <= 1e-5 and result["tenants"] == list(DEMO_TENANTS)
-    assert set(result["measured_ms"]) == {"plan", "sequential"}
+    assert max(result["max_abs_diff"].values()) <= 1e-4 and result["tenants"] == list(DEMO_TENANTS)
+    assert set(result["measured_ms"]) == {"plan", "sequential", *ORT_RUNNERS}
+    assert result["speedup_vs_sequential"] == pytest.approx(
+        result["measured_ms"]["sequential"] / result["measured_ms"]["plan"])
+    for name in ("plan", "sequential"):  # a measured timeline of each, every tenant in it
+        rows = json.loads((out / "measure" / f"timeline-{name}.json").read_text())
+        assert {r["tenant"] for r in rows} == set(DEMO_TENANTS)
+        assert all(0 <= r["start_ms"] <= r["end_ms"] for r in rows)
     assert (out / "schedule.png").read_bytes().startswith(PNG_MAGIC)
     assert (out / "plan" / "plan.json").is_file()
     assert main(["-q", "run", str(out / "plan"), "--iters", "0", "--compare", "sequential"]) == 0
