@@ -102,10 +102,13 @@ def runners() -> list[str]:
 
 def cosched_executor(graph: Graph, runner: str) -> SequentialExecutor:
     """The sequential executor of a cosched runner (``cosched`` or ``cosched-<provider>``)."""
+    import torch
+
     from cosched.runtime import SequentialExecutor
 
     provider = runner.partition("-")[2]
-    extra: dict[str, Any] = {"provider": provider} if provider else {}
+    # onnxruntime sessions take their thread count when made: this thread's, set by the child
+    extra: dict[str, Any] = {"provider": provider, "threads": torch.get_num_threads()} if provider else {}
     return SequentialExecutor(graph, "cpu", trace_tasks=True, **extra)
 
 
@@ -291,7 +294,14 @@ def measure(runner: str, model: str, size: str, batch: int, threads: int, path: 
     graph = cosched.ir.fuse(cosched.ir.load_models([path], names=[model], batch=batch))
     executor = cosched_executor(graph, runner)
     result["times_ms"] = _time(lambda: executor.run({model: feeds}), iters, warmup)
-    if breakdown_runs:
+    if breakdown_runs and runner == "cosched-ort":  # one session: onnxruntime's profiler splits it
+        (segment,) = _steps(executor)
+        segment_path = work / f"{model}-b{batch}-segment.onnx"
+        segment_path.write_bytes(segment.model())
+        by_graph_name = {name: feeds[own] for own, name in graph.tenant(model).inputs}
+        result["breakdown"] = ort_breakdown(str(segment_path), by_graph_name, threads, breakdown_runs, work)
+        outputs = executor.run({model: feeds})
+    elif breakdown_runs:
         result["breakdown"] = cosched_breakdown(executor, {model: feeds}, breakdown_runs)
         outputs = executor.run({model: feeds})
         del executor
