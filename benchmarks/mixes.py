@@ -5,6 +5,8 @@ From the reference zoo (:mod:`cosched.zoo`, written by the cosched team):
 - ``tiny``: resnet50, bert, mobilenet_v2 and dlrm, tiny configurations (CI size).
 - ``vision``: resnet50, inception_v3, mobilenet_v2 and squeezenet1_1, full size.
 - ``mixed``: the vision mix plus bert and dlrm, full size.
+- ``demo``: what ``cosched demo`` compiles: mobilenet_v2, squeezenet1_1 and googlenet, full
+  size (models a second intra-op thread does not speed up at batch 1 on a small CPU).
 
 From outside the zoo (:mod:`benchmarks.outside`, written from the papers, so that a speed
 claim is not a claim about the zoo alone), full size, batch 1:
@@ -24,6 +26,7 @@ import numpy as np
 
 from benchmarks import outside
 from cosched import zoo
+from cosched.cli.demo import DEMO_SIZE, DEMO_TENANTS
 from cosched.errors import ConfigError
 
 __all__ = ["MIXES", "SOURCES", "Mix", "get_mix"]
@@ -73,6 +76,7 @@ MIXES: dict[str, Mix] = {
     "tiny": Mix("tiny", ("resnet50", "bert", "mobilenet_v2", "dlrm"), "tiny"),
     "vision": Mix("vision", _VISION, "full"),
     "mixed": Mix("mixed", (*_VISION, "bert", "dlrm"), "full"),
+    "demo": Mix("demo", DEMO_TENANTS, DEMO_SIZE),
     "outside-cnn": Mix("outside-cnn", _OUTSIDE_CNN, "full", source="outside"),
     "outside-mixed": Mix(
         "outside-mixed", (*_OUTSIDE_CNN, "vit_s16", "pythia_70m"), "full", source="outside"
