@@ -39,7 +39,8 @@ class CostTable:
     where they cover the thread count, instead of the model's standalone prediction.
     ``boundaries`` maps thread counts to what each tenant pays where its tasks are cut into
     one more onnxruntime session (:func:`cosched.runtime.measure.segment_boundaries`);
-    :meth:`boundary_at` gives it per task, charged to a task that starts a segment.
+    :meth:`boundary_at` gives it per task, charged to a task that starts a segment anywhere
+    but at its tenant's start (see :meth:`cosched.search.simulator.Timeline.launch`).
     """
 
     def __init__(self, graph: Graph, model: CostModel, launch_overhead_ms: float = 0.0,

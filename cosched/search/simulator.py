@@ -100,11 +100,13 @@ class Timeline:
     def launch(self, tasks: Iterable[int], waited: bool = False, cut: bool = False) -> None:
         """Start ``tasks`` now; ``waited``: their stream sat idle waiting for another stream,
         so each pays the table's ``wait_ms`` first; ``cut``: each starts a new segment of
-        its stream, and pays its tenant's boundary cost (:meth:`CostTable.boundary_at`)."""
+        its stream and, unless it is where its tenant starts (no predecessor), pays its
+        tenant's boundary cost (:meth:`CostTable.boundary_at`): a tenant cut in two pays once."""
         latency = self.latency
         extra = self.table.wait_ms if waited else 0.0
+        preds = self.table.preds
         for t in tasks:
-            self.remaining[t] = latency[t] + extra + (self.boundary[t] if cut else 0.0)
+            self.remaining[t] = latency[t] + extra + (self.boundary[t] if cut and preds[t] else 0.0)
             self.start[t] = self.now
             self._dirty = True
 

@@ -120,9 +120,9 @@ def test_segment_boundaries_are_charged_where_a_stream_changes_tenant_or_waits()
     table = _with_boundaries(base, {"a": 0.5, "b": 0.25})
     assert table.boundary_at(1) == (0.5, 0.5, 0.25, 0.25)
     grouped = simulate(Schedule.single([[0, 1, 2, 3]]), table)
-    assert grouped.makespan == pytest.approx(4.0 + 0.5 + 0.25)  # two segments
+    assert grouped.makespan == pytest.approx(4.0)  # one segment per tenant: nothing is cut
     interleaved = simulate(Schedule.single([[0, 2, 1, 3]]), table)
-    assert interleaved.makespan == pytest.approx(4.0 + 2 * 0.5 + 2 * 0.25)  # four
+    assert interleaved.makespan == pytest.approx(4.0 + 0.5 + 0.25)  # each tenant cut once
     # a1 on another stream than a0: both sides of the event start segments
     split = simulate(Schedule.single([[0, 2, 3], [1]]), table)
     assert split.end[1] - split.start[1] == pytest.approx(1.0 + 0.5 + table.wait_ms)
