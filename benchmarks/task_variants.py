@@ -44,6 +44,7 @@ from cosched import zoo
 from cosched.ir.graph import Graph, Task
 from cosched.runtime.bindings import bind_inputs, collect_outputs
 from cosched.runtime.kernels import Kernel, host_values, prepare_kernels
+from cosched.runtime.malloc import keep_freed_memory
 from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["TOLERANCE", "VARIANTS", "Built", "Prepared", "Step", "build", "prepare", "rel_error", "run_model"]
@@ -103,7 +104,9 @@ class Built:
 
 
 def prepare(name: str, size: str = "full", batch: int = 1) -> Prepared:
-    """Export, import and fuse zoo model ``name`` and run it once op by op."""
+    """Export, import and fuse zoo model ``name`` and run it once op by op. Tunes malloc to
+    keep freed memory, as every CPU executor does (:mod:`cosched.runtime.malloc`)."""
+    keep_freed_memory()
     path = zoo.export(name, size=size, batch=batch)
     graph = cosched.ir.analyse(cosched.ir.fuse(cosched.ir.load_models([path], names=[name], batch=batch)))
     constants = shared_constants(graph, torch.device("cpu"))
