@@ -6,7 +6,7 @@ From the reference zoo (:mod:`cosched.zoo`, written by the cosched team):
 - ``vision``: resnet50, inception_v3, mobilenet_v2 and squeezenet1_1, full size.
 - ``mixed``: the vision mix plus bert and dlrm, full size.
 - ``demo``: what ``cosched demo`` compiles: mobilenet_v2, squeezenet1_1 and googlenet, full
-  size (models a second intra-op thread does not speed up at batch 1 on a small CPU).
+  size.
 
 From outside the zoo (:mod:`benchmarks.outside`, written from the papers, so that a speed
 claim is not a claim about the zoo alone), full size, batch 1:
