@@ -1,4 +1,10 @@
-"""Executing graphs and plans: sequential reference, CPU threads, CUDA streams, distributed."""
+"""Executing graphs and plans: sequential reference, CPU threads, CUDA streams, distributed.
+
+Who runs a task is its provider (:data:`cosched.codegen.plan.PROVIDERS`): on CPU by default
+onnxruntime, one session per segment of a stream (:mod:`cosched.runtime.ort`); otherwise
+cosched's torch kernels, traced per task on CPU (:mod:`cosched.runtime.traced`). How speed is
+measured: :mod:`cosched.runtime.isolated` (each runner alone in a fresh process).
+"""
 
 from __future__ import annotations
 
