@@ -35,7 +35,8 @@ a fresh process with the order rotated (the protocol of BENCHMARKS.md):
   plan                      the compiled plan
   sequential                the same tenants one after another (on CPU: each tenant one
                             onnxruntime session with every core, as the plan's tasks run)
-  ort-sequential-Nt-nospin  onnxruntime sessions of the model files one after another
+  ort-sequential-1t-nospin  onnxruntime sessions of the model files one after another,
+  ort-sequential-Nt-nospin  at one intra-op thread and at every core
   ort-threads-nospin        one onnxruntime session per tenant, each in its own thread
 (the onnxruntime runners on CPU only). It prints predicted and measured ms, the plan's
 speedups and the largest output difference, and writes under --out:
@@ -48,8 +49,8 @@ speedups and the largest output difference, and writes under --out:
 The cost model is "auto": the trained model cached for this device when there is one, else
 a short profiling run (--profile-budget seconds, cached for the next run) to train one; the
 graph's tasks are also timed in context (compile's in-situ step). On a 2-core CPU the first
-run takes about two and a half minutes (exporting the models, profiling and the runners'
-processes), later runs about a minute."""
+run took 65 s with an empty cache (exporting the models, 20 s of profiling, compiling and ten
+runner processes); later runs skip the export and the profiling."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
