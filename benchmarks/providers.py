@@ -24,9 +24,11 @@ Inductor compiles into a cache directory per model and variant that is empty for
 repeat (a fresh machine: "cold") and reused afterwards ("warm"); both compile times are
 reported. A variant whose compile passes ``--budget`` seconds stops there, reports the
 extrapolated cost and is not timed. ``--keep DIR --resume`` continues a stopped run from the
-records in DIR (a first repeat's compile cache is emptied before it runs again). Unless ``--no-probe``, two processes compile a tiny
-model's tasks with no C++ compiler (``CXX=/nonexistent``; a ``PATH`` without one) and one
-with no compiler but a warm cache, and the report says what happened.
+records in DIR (a first repeat's compile cache is emptied before it runs again).
+
+Unless ``--no-probe``, two processes compile a tiny model's tasks with no C++ compiler
+(``CXX=/nonexistent``; a ``PATH`` without one) and one with no compiler but a warm cache,
+and the report says what happened.
 """
 
 from __future__ import annotations
