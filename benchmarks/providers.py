@@ -2,7 +2,7 @@
 
     MALLOC_TOP_PAD_=536870912 .venv/bin/python -m benchmarks.providers [--models NAME ...]
         [--size full|tiny] [--variants NAME ...] [--repeats 3] [--iters 10] [--warmup 3]
-        [--min-time 2] [--budget 300] [--no-probe] [--json F] [--markdown F]
+        [--min-time 2] [--budget 300] [--no-probe] [--json F] [--markdown F] [--keep DIR [--resume]]
 
 Issue 13, section 2. Each zoo model (batch 1, one intra-op thread) runs its fused tasks one
 after another, as ``SequentialExecutor(graph, trace_tasks=True)`` does, with every task run by
@@ -23,9 +23,12 @@ their op-type signature, e.g. ``Conv+Relu``) is the sum of its tasks'. Ratios ar
 Inductor compiles into a cache directory per model and variant that is empty for the first
 repeat (a fresh machine: "cold") and reused afterwards ("warm"); both compile times are
 reported. A variant whose compile passes ``--budget`` seconds stops there, reports the
-extrapolated cost and is not timed. Unless ``--no-probe``, two processes compile a tiny
-model's tasks with no C++ compiler (``CXX=/nonexistent``; a ``PATH`` without one) and one
-with no compiler but a warm cache, and the report says what happened.
+extrapolated cost and is not timed. ``--keep DIR --resume`` continues a stopped run from the
+records in DIR (a first repeat's compile cache is emptied before it runs again).
+
+Unless ``--no-probe``, two processes compile a tiny model's tasks with no C++ compiler
+(``CXX=/nonexistent``; a ``PATH`` without one) and one with no compiler but a warm cache,
+and the report says what happened.
 """
 
 from __future__ import annotations
@@ -122,7 +125,14 @@ def run_all(models: Sequence[str], variants: Sequence[str], args: argparse.Names
 
 def _run_child(model: str, variant: str, rep: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out = work / f"{model}-{variant}-{rep}.json"
+    if args.resume and out.exists():
+        try:
+            return {**json.loads(out.read_text()), "repeat": rep}
+        except json.JSONDecodeError:
+            pass  # written when the run was stopped: run it again
     cache = work / "inductor-cache" / f"{model}-{variant}"  # empty at repeat 0: a cold compile
+    if rep == 0:
+        shutil.rmtree(cache, ignore_errors=True)
     env = dict(os.environ, MALLOC_TOP_PAD_=str(MALLOC_TOP_PAD), TORCHINDUCTOR_CACHE_DIR=str(cache))
     cmd = [sys.executable, "-m", "benchmarks.providers", "--child", f"{model}:{variant}", "--size", args.size,
            "--iters", str(args.iters), "--warmup", str(args.warmup), "--min-time", str(args.min_time),
@@ -212,6 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--markdown", metavar="FILE")
     parser.add_argument("--keep", type=Path, help="work directory to keep (children's JSON, caches)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --keep: reuse the children's records already in the work directory")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -228,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe_child(args.probe, args.out)
     if "traced" not in args.variants:
         _parser().error("--variants must include traced, the reference of the ratios")
+    if args.resume and args.keep is None:
+        _parser().error("--resume needs --keep DIR, the work directory of the run to resume")
     started, load_before = time.time(), os.getloadavg()
     work = args.keep or Path(tempfile.mkdtemp(prefix="cosched-providers-"))
     work.mkdir(parents=True, exist_ok=True)
