@@ -76,6 +76,7 @@ from benchmarks.breakdown_report import (
     row_of,
     task_row,
 )
+from cosched.runtime.measure import time_runs
 
 if TYPE_CHECKING:
     from cosched.ir.graph import Graph
@@ -259,17 +260,6 @@ def ort_breakdown(path: str, feeds: dict[str, np.ndarray], threads: int, runs: i
 
 
 # ------------------------------------------------------------------------------- a runner
-def _time(run: Callable[[], Any], iters: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter_ns()
-        run()
-        times.append((time.perf_counter_ns() - start) / 1e6)
-    return times
-
-
 def measure(runner: str, model: str, size: str, batch: int, threads: int, path: str, *, iters: int,
             warmup: int, breakdown_runs: int, work: Path) -> tuple[dict[str, Any], Outputs | None]:
     """One runner's times (and, with ``breakdown_runs``, its breakdown and outputs), in this process."""
@@ -285,7 +275,7 @@ def measure(runner: str, model: str, size: str, batch: int, threads: int, path: 
     outputs: Outputs | None = None
     if runner == "ort":
         session = _ort_session(path, threads)
-        result["times_ms"] = _time(lambda: session.run(None, feeds), iters, warmup)
+        result["times_ms"] = time_runs(lambda: session.run(None, feeds), iters, warmup)
         if breakdown_runs:
             result["breakdown"] = ort_breakdown(path, feeds, threads, breakdown_runs, work)
             names = [o.name for o in session.get_outputs()]
@@ -293,7 +283,7 @@ def measure(runner: str, model: str, size: str, batch: int, threads: int, path: 
         return result, outputs
     graph = cosched.ir.fuse(cosched.ir.load_models([path], names=[model], batch=batch))
     executor = cosched_executor(graph, runner)
-    result["times_ms"] = _time(lambda: executor.run({model: feeds}), iters, warmup)
+    result["times_ms"] = time_runs(lambda: executor.run({model: feeds}), iters, warmup)
     if breakdown_runs and runner == "cosched-ort":  # one session: onnxruntime's profiler splits it
         (segment,) = _steps(executor)
         segment_path = work / f"{model}-b{batch}-segment.onnx"
@@ -306,7 +296,7 @@ def measure(runner: str, model: str, size: str, batch: int, threads: int, path: 
         outputs = executor.run({model: feeds})
         del executor
         op_by_op = SequentialExecutor(graph, "cpu")
-        times = _time(lambda: op_by_op.run({model: feeds}), breakdown_runs, 1)
+        times = time_runs(lambda: op_by_op.run({model: feeds}), breakdown_runs, 1)
         result["breakdown"]["op_by_op_over_traced"] = statistics.median(times) / statistics.median(result["times_ms"])
     return result, outputs
 

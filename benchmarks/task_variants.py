@@ -45,6 +45,7 @@ from cosched.ir.graph import Graph, Task
 from cosched.runtime.bindings import bind_inputs, collect_outputs
 from cosched.runtime.kernels import Kernel, host_values, prepare_kernels
 from cosched.runtime.malloc import keep_freed_memory
+from cosched.runtime.sequential import last_uses
 from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["TOLERANCE", "VARIANTS", "Built", "Prepared", "Step", "build", "prepare", "rel_error", "run_model"]
@@ -68,7 +69,7 @@ class Prepared:
     constants: Mapping[str, torch.Tensor]
     feeds: Feeds
     reference: Mapping[str, torch.Tensor]
-    last_use: Mapping[int, tuple[str, ...]]
+    last_use: Mapping[int, Sequence[str]]
 
     def signature(self, task: Task) -> str:
         return "+".join(op.op_type for op in self.graph.task_ops(task))
@@ -119,21 +120,7 @@ def prepare(name: str, size: str = "full", batch: int = 1) -> Prepared:
         for kernel in kernels:
             kernel(env)
     return Prepared(name, path, graph, order, {k.op.name: k for k in kernels}, constants, feeds, env,
-                    _last_uses(graph, order))
-
-
-def _last_uses(graph: Graph, order: Sequence[Task]) -> dict[int, tuple[str, ...]]:
-    """For each step index, the tensors whose last reader is that step (as the executor frees)."""
-    last: dict[str, int] = {}
-    for index, task in enumerate(order):
-        for op in graph.task_ops(task):
-            for name in op.inputs:
-                if name:
-                    last[name] = index
-    by_index: dict[int, list[str]] = {}
-    for name, index in last.items():
-        by_index.setdefault(index, []).append(name)
-    return {i: tuple(names) for i, names in by_index.items()}
+                    last_uses(graph, [list(graph.task_ops(t)) for t in order]))
 
 
 def run_model(p: Prepared, built: Built) -> tuple[Feeds, float, list[float]]:

@@ -96,6 +96,7 @@ def run_demo(out: Path, *, cost_model: str = "auto", profile_budget_s: float = 2
     import cosched
     from cosched import zoo
     from cosched.compiled import max_abs_diff
+    from cosched.runtime import SequentialExecutor
     from cosched.runtime.isolated import load_inputs, run_isolated, summarise
     from cosched.viz import gantt_compare
 
@@ -125,7 +126,7 @@ def run_demo(out: Path, *, cost_model: str = "auto", profile_budget_s: float = 2
     summary = summarise(times)
     measured = {name: r["median_ms"] for name, r in summary.items()}
     outputs = {name: _saved_outputs(work / f"outputs-{name}.npz") for name in runners}
-    reference = cosched.load(out / "plan").reference.run(load_inputs(work))
+    reference = SequentialExecutor(compiled.graph).run(load_inputs(work))  # op by op, on the CPU
     diffs = {name: max_abs_diff(got, reference) for name, got in outputs.items()}
     timelines = {name: json.loads((work / f"timeline-{name}.json").read_text()) for name in ("sequential", "plan")}
     png = gantt_compare(

@@ -42,7 +42,7 @@ SCHEMA_VERSION = 4
 # 3: CPU tasks are measured traced (cosched.runtime.traced), as the executor now runs them;
 # version 2 measured them op by op, paying Python dispatch and the GIL per op.
 # 4: CPU tasks are measured on onnxruntime (cosched.runtime.ort), the executor's default
-# provider on CPU; version 3 measured cosched's torch kernels, 1.5-3.5x slower at one thread.
+# provider on CPU; version 3 measured cosched's torch kernels, 1.85-5.2x slower at one thread on the zoo (bert at parity).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cosched.ir.graph import Graph
     from cosched.search.schedule import Schedule
 
-__all__ = ["Timing", "measure_interleaved", "schedule_timer", "task_latencies_in_situ"]
+__all__ = ["Timing", "measure_interleaved", "ort_in_situ", "schedule_timer", "task_latencies_in_situ", "time_runs"]
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ def _run_segments(segments: Sequence[Any], env: Mapping[str, Any]) -> None:
         segment(local)
 
 
-def _median_ms(fn: Any, runs: int, warmup: int) -> float:
+def time_runs(fn: Callable[[], Any], runs: int, warmup: int) -> list[float]:
+    """Milliseconds of each of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -183,4 +184,8 @@ def _median_ms(fn: Any, runs: int, warmup: int) -> float:
         start = time.perf_counter_ns()
         fn()
         samples.append((time.perf_counter_ns() - start) / 1e6)
-    return statistics.median(samples)
+    return samples
+
+
+def _median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> float:
+    return statistics.median(time_runs(fn, runs, warmup))

@@ -1,11 +1,12 @@
 """onnxruntime as a task provider: runs of a stream's tasks as one ``InferenceSession``.
 
-Why: at one intra-op thread on a 2-core Xeon, onnxruntime runs the zoo's full-size
-resnet50 1.7x and mobilenet_v2 3.5x faster than cosched's torch kernels, and most of that
-comes from what it does across ops: NCHWc blocked layouts kept from one convolution to the
-next, weights prepacked once, Conv+activation fused. Run task by task, one session per
-task, each session converts layouts at its borders and keeps only a fraction of the gain
-(resnet50: 1.47x slower than the whole model as one session). So a *segment*, the tasks
+Why: at one intra-op thread on a 2-core Xeon, onnxruntime runs the zoo's full-size models
+1.85-5.2x faster than cosched's torch kernels (bert at parity; ``benchmarks.breakdown``,
+BENCHMARKS.md), and much of that comes from what it does across ops: NCHWc blocked layouts
+kept from one convolution to the next, weights prepacked once, Conv+activation fused. Run
+task by task, one session per task, each session converts layouts at its borders and keeps
+only part of the gain (1.55-3.9x slower than the model as one session on the CNNs,
+``benchmarks.providers``). So a *segment*, the tasks
 that run back to back on one stream with no event between them
 (:func:`cosched.codegen.steps.segments`), is one session: a sequential plan runs each
 tenant as one session, a multi-stream plan cuts tenants only where it synchronises.

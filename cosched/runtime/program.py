@@ -98,13 +98,13 @@ def build_programs(graph: Graph, tracer: TaskTracer | None = None,
     ids, see :func:`cosched.codegen.steps.segments`) runs as one onnxruntime session with
     ``threads`` intra-op threads over ``constants``; a segment onnxruntime cannot load runs
     as torch tasks instead (logged; ``provider`` then says ``"torch"``)."""
+    from cosched.runtime.ort import build_segment  # local: it brings in onnx
+
     kernels = {k.op.name: k for k in prepare_kernels(graph.ops, host=host, device=device)}
     task_of = {name: t.id for t in graph.tasks for op in t.ops for name in graph.op(op).outputs}
     heads: dict[int, Callable[[MutableMapping[str, torch.Tensor]], None]] = {}
     covered: dict[int, int] = {}
     for segment in segments:
-        from cosched.runtime.ort import build_segment
-
         try:
             heads[segment[0]] = build_segment(graph, segment, threads, constants or {})
         except UnsupportedOpError as exc:

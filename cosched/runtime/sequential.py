@@ -30,7 +30,7 @@ from cosched.runtime.kernels import (
 from cosched.runtime.malloc import keep_freed_memory
 from cosched.runtime.traced import TaskTracer, shared_constants
 
-__all__ = ["SequentialExecutor"]
+__all__ = ["SequentialExecutor", "last_uses"]
 
 
 class SequentialExecutor:
@@ -55,7 +55,7 @@ class SequentialExecutor:
         # shape constants stay on the host on a GPU (see cosched.runtime.kernels)
         self.constants = (device_only(graph.ops, constants, keep=outputs) if self.device.type == "cuda"
                           else constants)
-        self._last_use = _last_uses(graph)
+        self._last_use = last_uses(graph)
         self._step_tenants = [op.tenant for op in graph.ops]
         #: with ``run(profile=True)``: (tenant, start_ms, end_ms) of each run of one tenant's steps
         self.last_timeline: list[tuple[str, float, float]] = []
@@ -73,7 +73,7 @@ class SequentialExecutor:
                 kernels = [by_name[name] for name in task.ops]
                 traced = self.tracer.trace(graph, task, kernels)
                 self._steps.append(traced if traced is not None else _Ops(kernels))
-            self._last_use = _last_uses(graph, [[graph.op(n) for n in t.ops] for t in order])
+            self._last_use = last_uses(graph, [[graph.op(n) for n in t.ops] for t in order])
         if provider == "ort":
             self._use_ort(threads)
         elif provider != "torch":
@@ -137,7 +137,7 @@ class _Ops:
             kernel(env)
 
 
-def _last_uses(graph: Graph, steps: list[list[Op]] | None = None) -> dict[int, list[str]]:
+def last_uses(graph: Graph, steps: list[list[Op]] | None = None) -> dict[int, list[str]]:
     """For each step index (an op, or a list of ops in ``steps``), the tensors whose last
     reader is that step."""
     last: dict[str, int] = {}
