@@ -76,7 +76,7 @@ from benchmarks.breakdown_report import (
     row_of,
     task_row,
 )
-from cosched.runtime.measure import time_runs
+from cosched.runtime.timing import time_runs
 
 if TYPE_CHECKING:
     from cosched.ir.graph import Graph
@@ -127,7 +127,7 @@ def _run_steps(executor: SequentialExecutor, feeds: dict[str, dict[str, np.ndarr
     mirrored here (:func:`cosched_breakdown` checks that there is still one step per task)."""
     import torch
 
-    from cosched.runtime.bindings import bind_inputs, collect_outputs
+    from cosched.execution.bindings import bind_inputs, collect_outputs
 
     graph = executor.graph
     env = dict(executor.constants)

@@ -6,12 +6,12 @@
 
 The parent compiles the mix once, saves the plan, the stream-per-tenant baseline lowered to
 a plan and the inputs into a work directory, then times the runners with the protocol of
-:mod:`cosched.runtime.isolated` (one fresh process per runner and repeat, order rotated;
+:mod:`cosched.isolated` (one fresh process per runner and repeat, order rotated;
 its docstring lists the runners). The outputs of each runner's first process are compared
 with op-by-op execution (relative error <= 1e-4).
 
 ``--check-inprocess`` also times the cosched runners interleaved in one process
-(:func:`cosched.runtime.measure.measure_interleaved`, what ``cosched run --compare`` and
+(:func:`cosched.runtime.timing.time_interleaved`, what ``cosched run --compare`` and
 ``compile(measure=True)`` use) and flags every runner whose in-process median differs from
 its isolated median by more than 10%; exit code 3 when one does.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from cosched.runtime.isolated import (
+from cosched.isolated import (
     COSCHED_RUNNERS,
     MALLOC_TOP_PAD,
     RUNNERS,
@@ -116,9 +116,9 @@ def check_inprocess(work: Path, isolated: dict[str, dict[str, Any]], *, iters: i
 
 
 def _inprocess_child(work: Path, names: Sequence[str], iters: int, warmup: int, out: Path) -> None:
-    from cosched.runtime.measure import measure_interleaved
+    from cosched.runtime.timing import time_interleaved
 
-    timings = measure_interleaved({n: build_runner(n, work)[0] for n in names}, iters=iters, warmup=warmup)
+    timings = time_interleaved({n: build_runner(n, work)[0] for n in names}, iters=iters, warmup=warmup)
     out.write_text(json.dumps({n: t.median for n, t in timings.items()}))
     os._exit(0)
 

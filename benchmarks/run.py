@@ -64,7 +64,7 @@ from benchmarks.peers import (
 )
 from cosched.compiled import CompiledPlan, nonfinite_differences
 from cosched.errors import ConfigError, CoschedError, DeviceError
-from cosched.runtime.measure import measure_interleaved
+from cosched.runtime.timing import time_interleaved
 
 __all__ = [
     "MALLOC_TOP_PAD",
@@ -198,7 +198,7 @@ def _one_thread(run: Any, feeds: Outputs) -> Outputs:
 def measure(bench: Bench, *, iters: int = 20, warmup: int = 3) -> dict[str, Any]:
     """Time every runner interleaved, compare their outputs; a JSON-ready result."""
     load_before = _loadavg()
-    timings = measure_interleaved({n: r.run for n, r in bench.runners.items()}, iters=iters, warmup=warmup)
+    timings = time_interleaved({n: r.run for n, r in bench.runners.items()}, iters=iters, warmup=warmup)
     seq, plan = timings["sequential"].median, timings["plan"].median
     runners = {
         name: {

@@ -5,7 +5,7 @@ tasks in the order :class:`cosched.runtime.SequentialExecutor` runs them), then
 :func:`build` turns each task into a :class:`Step` of one variant (:data:`VARIANTS`):
 
 - ``eager``: the task's cosched kernels op by op;
-- ``traced``: one ``torch.jit.trace`` per task (:class:`cosched.runtime.traced.TaskTracer`,
+- ``traced``: one ``torch.jit.trace`` per task (:class:`cosched.execution.traced.TaskTracer`,
   the current default); a task it rejects runs op by op and counts as a fallback;
 - ``frozen``: the task as an ``nn.Module`` whose weights are buffers, traced, then
   ``torch.jit.freeze`` + ``torch.jit.optimize_for_inference``. A traced *function* cannot
@@ -41,12 +41,12 @@ import torch
 
 import cosched.ir
 from cosched import zoo
+from cosched.execution.bindings import bind_inputs, collect_outputs
+from cosched.execution.kernels import Kernel, host_values, prepare_kernels
+from cosched.execution.malloc import keep_freed_memory
+from cosched.execution.traced import TaskTracer, shared_constants
 from cosched.ir.graph import Graph, Task
-from cosched.runtime.bindings import bind_inputs, collect_outputs
-from cosched.runtime.kernels import Kernel, host_values, prepare_kernels
-from cosched.runtime.malloc import keep_freed_memory
 from cosched.runtime.sequential import last_uses
-from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["TOLERANCE", "VARIANTS", "Built", "Prepared", "Step", "build", "prepare", "rel_error", "run_model"]
 
@@ -106,7 +106,7 @@ class Built:
 
 def prepare(name: str, size: str = "full", batch: int = 1) -> Prepared:
     """Export, import and fuse zoo model ``name`` and run it once op by op. Tunes malloc to
-    keep freed memory, as every CPU executor does (:mod:`cosched.runtime.malloc`)."""
+    keep freed memory, as every CPU executor does (:mod:`cosched.execution.malloc`)."""
     keep_freed_memory()
     path = zoo.export(name, size=size, batch=batch)
     graph = cosched.ir.analyse(cosched.ir.fuse(cosched.ir.load_models([path], names=[name], batch=batch)))

@@ -5,7 +5,7 @@
 
 For each zoo model (batch 1, fused into tasks, one intra-op thread per thread), two sequential
 executors run its tasks in order: op by op, and each task as one traced TorchScript call
-(:mod:`cosched.runtime.traced`). Reported, all from runs interleaved in one process:
+(:mod:`cosched.execution.traced`). Reported, all from runs interleaved in one process:
 
 - ``alone``: t(op by op) / t(traced) with one thread running;
 - ``pair, op by op`` and ``pair, traced``: how much slower one run is while a second thread
@@ -26,7 +26,7 @@ import torch
 import cosched.ir
 from cosched import zoo
 from cosched.runtime import SequentialExecutor
-from cosched.runtime.measure import measure_interleaved
+from cosched.runtime.timing import time_interleaved
 
 __all__ = ["compare", "main"]
 
@@ -64,7 +64,7 @@ def compare(name: str, size: str, iters: int) -> dict[str, float]:
         "traced": SequentialExecutor(graph, trace_tasks=True),
     }
     calls = {label: (lambda ex=ex: ex.run(feeds)) for label, ex in runners.items()}
-    alone = measure_interleaved(calls, iters=iters, warmup=3)
+    alone = time_interleaved(calls, iters=iters, warmup=3)
     row = {"alone": alone["op by op"].median / alone["traced"].median}
     for label, run in calls.items():
         row[f"pair, {label}"] = _beside(run, iters) / alone[label].median

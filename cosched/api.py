@@ -15,21 +15,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import cosched.calibration as calibration
 from cosched.codegen import graph_for_plan, load_plan, lower
 from cosched.codegen.plan import PROVIDERS
 from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import CostModel, DeviceSpec
-from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
-from cosched.costmodel.profiler import standalone_threads
-from cosched.costmodel.roofline import RooflineModel
 from cosched.costmodel.select import resolve_cost_model
 from cosched.errors import ConfigError
+from cosched.execution.bindings import random_inputs
+from cosched.execution.kernels import check_supported
+from cosched.execution.ort import available as ort_available
 from cosched.ir import analyse, fuse, load_models
-from cosched.runtime.bindings import random_inputs
-from cosched.runtime.kernels import check_supported
-from cosched.runtime.measure import ort_in_situ, schedule_timer, task_latencies_in_situ
 from cosched.runtime.memory import check_fits, device_memory
-from cosched.runtime.ort import available as ort_available
 from cosched.search import CostTable, SearchConfig, optimize
 
 __all__ = ["compile", "load"]
@@ -79,9 +76,9 @@ def compile(
     ``in_situ`` (default: on CPU) runs the graph's tasks one after another on the device, at
     one intra-op thread and at every core, and the simulator charges those measured
     latencies instead of the cost model's standalone ones (a few seconds; see
-    :func:`cosched.runtime.measure.task_latencies_in_situ`). ``provider`` runs the tasks:
+    :mod:`cosched.calibration`). ``provider`` runs the tasks:
     ``"ort"`` (onnxruntime sessions, one per run of tasks on a stream; CPU only,
-    :mod:`cosched.runtime.ort`), ``"torch"`` (cosched's kernels), or ``"auto"``: onnxruntime
+    :mod:`cosched.execution.ort`), ``"torch"`` (cosched's kernels), or ``"auto"``: onnxruntime
     on CPU where it imports, torch elsewhere. Raises
     :class:`~cosched.errors.SLOError` when an SLO cannot be met, unless ``best_effort``.
     """
@@ -104,10 +101,10 @@ def compile(
     _check_slo_tenants(slo_ms, graph.tenant_names)                # before any profiling
     graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
-    runtime = runtime_costs(spec, model)                          # dispatch, waits, threads
-    measured, cuts = _in_situ(graph, spec, in_situ, provider)     # task latencies in context
+    runtime = calibration.runtime_costs(spec, model)                          # dispatch, waits, threads
+    measured, cuts = calibration.in_situ(graph, spec, in_situ, provider)  # task latencies in context
     table = CostTable(graph, model, runtime=runtime, in_situ=measured, boundaries=cuts)
-    timer = schedule_timer(graph, spec, random_inputs(graph)) if measure else None
+    timer = calibration.schedule_timer(graph, spec, random_inputs(graph)) if measure else None
     result = optimize(table, config, timer)                       # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
         b.name.replace("-", "_"): b.sim.makespan for b in result.baselines
@@ -155,13 +152,6 @@ def _real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
-    """The device's measured runtime costs, relative to the thread count ``model``'s
-    latencies assume: the profiler's standalone threads, or every core for the roofline."""
-    base = spec.cores if isinstance(model, RooflineModel) else standalone_threads(spec)
-    return measure_runtime_costs(spec, base_threads=base if spec.kind == "cpu" else 1)
-
-
 def _provider(provider: Any, spec: DeviceSpec) -> str:
     """``provider`` resolved for ``spec`` (see :func:`compile`)."""
     if provider not in ("auto", *PROVIDERS):
@@ -173,25 +163,6 @@ def _provider(provider: Any, spec: DeviceSpec) -> str:
     if provider == "ort" and not ort_available():
         raise ConfigError("provider 'ort' needs onnxruntime, which does not import here (pip install onnxruntime)")
     return provider
-
-
-def _in_situ(graph: Any, spec: DeviceSpec, enabled: bool | None, provider: str
-             ) -> tuple[dict[int, tuple[float, ...]] | None, dict[int, dict[str, float]] | None]:
-    """In-situ task latencies at one thread and at every core (CPU, unless disabled), and
-    with onnxruntime each tenant's segment boundary cost."""
-    if not (spec.kind == "cpu" if enabled is None else enabled):
-        return None, None
-    if spec.kind != "cpu":
-        raise ConfigError("in_situ measures CPU thread counts; it is not available for CUDA yet")
-    threads = sorted({1, spec.cores})
-    boundaries = None
-    if provider == "ort":
-        measured, boundaries = ort_in_situ(graph, random_inputs(graph), threads)
-    else:
-        measured = task_latencies_in_situ(graph, spec, random_inputs(graph), threads)
-    log.info("in-situ task latencies: %s", ", ".join(
-        f"{n} thread(s) {sum(v):.1f} ms summed" for n, v in measured.items()))
-    return measured, boundaries
 
 
 def _check_slo_tenants(slo_ms: Mapping[str, float] | None, tenants: Sequence[str]) -> None:

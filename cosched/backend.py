@@ -24,10 +24,10 @@ from onnx import numpy_helper
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from cosched.errors import InputError, RuntimeFailure, UnsupportedOpError
+from cosched.execution.kernels import Kernel, prepare_kernels
 from cosched.ir.graph import Op, frozen_mapping
 from cosched.ir.onnx_io import attr_values
 from cosched.ops.registry import MAX_OPSET
-from cosched.runtime.kernels import Kernel, prepare_kernels
 
 __all__ = ["CoschedBackend", "CoschedRep", "prepare", "run_model", "run_node", "supports_device"]
 

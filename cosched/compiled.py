@@ -17,16 +17,16 @@ import numpy as np
 
 from cosched.codegen import Plan, emit_python, save_plan
 from cosched.errors import DeviceError, RuntimeFailure
-from cosched.ir.graph import Graph
-from cosched.runtime.bindings import (
+from cosched.execution.bindings import (
     check_finite,
     check_index_inputs,
     random_inputs,
     validate_inputs,
 )
+from cosched.ir.graph import Graph
 from cosched.runtime.executor import Executor
-from cosched.runtime.measure import measure_interleaved
 from cosched.runtime.sequential import SequentialExecutor
+from cosched.runtime.timing import time_interleaved
 
 __all__ = ["CompiledPlan", "check_device", "max_abs_diff", "nonfinite_differences", "plan_timeline"]
 
@@ -112,7 +112,7 @@ class CompiledPlan:
         runners = {"plan": lambda: self.executor.run(feed)}
         if compare_sequential:
             runners["sequential"] = lambda: self.sequential.run(feed)
-        timings = measure_interleaved(runners, iters=iters, warmup=warmup)
+        timings = time_interleaved(runners, iters=iters, warmup=warmup)
         result: dict[str, Any] = {
             "median_ms": {name: t.median for name, t in timings.items()},
             "spread": {name: t.spread for name, t in timings.items()},

@@ -2,7 +2,7 @@
 
 Exports the demo's zoo models (cached), compiles them together for the device present, then
 times the plan, cosched's sequential execution and onnxruntime, each runner alone in a fresh
-process (:mod:`cosched.runtime.isolated`), prints predicted and measured milliseconds and
+process (:mod:`cosched.isolated`), prints predicted and measured milliseconds and
 the speedups, and writes the plan directory and a Gantt chart of measured timelines.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cosched.errors import ConfigError
-from cosched.runtime.isolated import ORT_RUNNERS as _ALL_ORT
+from cosched.isolated import ORT_RUNNERS as _ALL_ORT
 
 __all__ = ["DEMO_SIZE", "DEMO_TENANTS", "register"]
 
@@ -96,8 +96,8 @@ def run_demo(out: Path, *, cost_model: str = "auto", profile_budget_s: float = 2
     import cosched
     from cosched import zoo
     from cosched.compiled import max_abs_diff
+    from cosched.isolated import load_inputs, run_isolated, summarise
     from cosched.runtime import SequentialExecutor
-    from cosched.runtime.isolated import load_inputs, run_isolated, summarise
     from cosched.viz import gantt_compare
 
     if out.exists() and not out.is_dir():

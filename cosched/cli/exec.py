@@ -153,8 +153,8 @@ def execute(
 
     Index inputs out of range are refused before the run; NaN or inf in inputs, or in the
     outputs of a tenant whose inputs are finite, are warned about (with ``strict``, refused)."""
+    from cosched.execution.bindings import check_finite, check_index_inputs, validate_inputs
     from cosched.runtime import SequentialExecutor, random_inputs
-    from cosched.runtime.bindings import check_finite, check_index_inputs, validate_inputs
 
     feeds: dict[str, Mapping[str, np.ndarray]] = dict(random_inputs(graph, seed))
     feeds.update({tenant: arrays for tenant, (_, arrays) in given.items()})

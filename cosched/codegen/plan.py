@@ -128,7 +128,7 @@ class Event:
 class TaskSpec:
     """The task partition, stored so a re-imported graph is re-fused identically, and the
     provider that runs the task (``PROVIDERS``: ``"torch"``, cosched's own kernels, or
-    ``"ort"``, onnxruntime; see :mod:`cosched.runtime.ort`)."""
+    ``"ort"``, onnxruntime; see :mod:`cosched.execution.ort`)."""
 
     id: int
     tenant: str

@@ -70,7 +70,7 @@ def stream_steps(plan: Plan) -> tuple[tuple[Step, ...], ...]:
 
 
 def segments(plan: Plan) -> tuple[tuple[int, ...], ...]:
-    """The runs of onnxruntime tasks that execute as one session each (:mod:`cosched.runtime.ort`).
+    """The runs of onnxruntime tasks that execute as one session each (:mod:`cosched.execution.ort`).
 
     A segment is a maximal run of tasks with provider ``"ort"`` of one tenant, back to back on
     one stream with no event between them: no other stream waits inside it and it waits on

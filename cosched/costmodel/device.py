@@ -4,7 +4,7 @@
 measures three ceilings: the FLOP/s of a large float32 matmul, the bandwidth of a large copy
 (bytes read plus bytes written per second) and the per-op overhead, which every op of a plan
 pays on top of its arithmetic: a tiny op issued the way the runtime issues ops on that
-device. On CPU that is inside a traced task (:mod:`cosched.runtime.traced`: TorchScript's
+device. On CPU that is inside a traced task (:mod:`cosched.execution.traced`: TorchScript's
 interpreter), on CUDA cosched's own dispatch path (registry implementation, environment reads
 and writes). Measurements are cached as JSON per fingerprint, so a device is measured once
 per machine, torch version and thread count.

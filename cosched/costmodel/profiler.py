@@ -161,10 +161,10 @@ class Profiler:
         self.config = config or ProfileConfig()
         self._torch_device = torch.device(device.kind, device.index) if device.kind == "cuda" else torch.device("cpu")
         if device.kind == "cpu":  # tasks measured as the executor runs them: memory reused, no page faults
-            from cosched.runtime.malloc import keep_freed_memory
+            from cosched.execution.malloc import keep_freed_memory
 
             keep_freed_memory()
-        from cosched.runtime.ort import available
+        from cosched.execution.ort import available
 
         # tasks run as the executor runs them by default: onnxruntime on CPU where it imports
         self.provider = ("ort" if device.kind == "cpu" and available() else "torch") if (

@@ -4,8 +4,8 @@ A :class:`TaskRunner` binds a task's ops to their :mod:`cosched.ops` implementat
 holds the task's external inputs: weights and folded constants by value, every other input
 random of the right shape and dtype (integer and boolean inputs are zeros, which is a valid
 index for any gather). Calling it runs the task as the runtime's executor does: on CPU as
-an onnxruntime session (the default provider, :mod:`cosched.runtime.ort`), or as one traced
-TorchScript call (:mod:`cosched.runtime.traced`) where the task can be traced, else its ops
+an onnxruntime session (the default provider, :mod:`cosched.execution.ort`), or as one traced
+TorchScript call (:mod:`cosched.execution.traced`) where the task can be traced, else its ops
 back to back.
 
 Definitions (CPU; every time is wall time from ``perf_counter_ns``, in ms):
@@ -46,9 +46,9 @@ import numpy as np
 import torch
 
 from cosched.errors import CoschedError, ProfileError, UnsupportedOpError
+from cosched.execution.kernels import host_values, prepare_kernels
+from cosched.execution.traced import example_inputs, trace_task
 from cosched.ir.graph import Graph, Task
-from cosched.runtime.kernels import host_values, prepare_kernels
-from cosched.runtime.traced import example_inputs, trace_task
 
 __all__ = ["CorunMeasure", "TaskRunner", "corun_cpu", "corun_cuda", "loop_concurrent", "time_standalone"]
 
@@ -57,9 +57,9 @@ class TaskRunner:
     """A task's ops bound to implementations, with its inputs ready on ``device``.
 
     With ``trace`` (the default on CPU) the task runs as one TorchScript call when
-    :mod:`cosched.runtime.traced` can trace it, as the CPU executor runs it; ``traced`` says
+    :mod:`cosched.execution.traced` can trace it, as the CPU executor runs it; ``traced`` says
     whether it does. With ``provider="ort"`` (CPU) it runs as an onnxruntime session of its
-    own (:mod:`cosched.runtime.ort`) with as many intra-op threads as the calling thread's
+    own (:mod:`cosched.execution.ort`) with as many intra-op threads as the calling thread's
     torch setting, one session per thread count; ``provider`` says which ran it (torch where
     onnxruntime cannot load the task).
     """
@@ -106,7 +106,7 @@ class TaskRunner:
     def _session(self, threads: int) -> Callable[[dict[str, torch.Tensor]], None]:
         """The task as an onnxruntime session with ``threads`` intra-op threads (made once)."""
         if threads not in self._sessions:
-            from cosched.runtime.ort import build_segment
+            from cosched.execution.ort import build_segment
 
             self._sessions[threads] = build_segment(self._graph, [self._task.id], threads, self._fixed_values)
         return self._sessions[threads]

@@ -39,9 +39,9 @@ __all__ = ["CorunGroup", "ProfileData", "ProfileStore", "StandaloneRecord"]
 SCHEMA_VERSION = 4
 # 2: standalone and co-run latencies share one definition (cosched.costmodel.runner); stores
 # of version 1 measured standalone with all cores on the calling thread and are not comparable.
-# 3: CPU tasks are measured traced (cosched.runtime.traced), as the executor now runs them;
+# 3: CPU tasks are measured traced (cosched.execution.traced), as the executor now runs them;
 # version 2 measured them op by op, paying Python dispatch and the GIL per op.
-# 4: CPU tasks are measured on onnxruntime (cosched.runtime.ort), the executor's default
+# 4: CPU tasks are measured on onnxruntime (cosched.execution.ort), the executor's default
 # provider on CPU; version 3 measured cosched's torch kernels, 1.85-5.2x slower at one thread on the zoo (bert at parity).
 
 _SCHEMA = """

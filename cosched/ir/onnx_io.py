@@ -4,7 +4,7 @@ Everything here turns protobuf failures into :class:`cosched.errors.CoschedError
 that name the file, tenant, op or tensor at fault. Only the importer's modules
 (:mod:`cosched.ir.onnx_import`, :mod:`cosched.ir.shapes`, :mod:`cosched.ir.folding` and this one)
 import ``onnx``. The way back out is here too: :func:`ops_model` writes some of a graph's ops as
-a standalone ONNX model (how onnxruntime runs tasks, :mod:`cosched.runtime.ort`).
+a standalone ONNX model (how onnxruntime runs tasks, :mod:`cosched.execution.ort`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Executing graphs and plans: sequential reference, CPU threads, CUDA streams, distributed.
 
 Who runs a task is its provider (:data:`cosched.codegen.plan.PROVIDERS`): on CPU by default
-onnxruntime, one session per segment of a stream (:mod:`cosched.runtime.ort`); otherwise
-cosched's torch kernels, traced per task on CPU (:mod:`cosched.runtime.traced`). How speed is
-measured: :mod:`cosched.runtime.isolated` (each runner alone in a fresh process).
+onnxruntime, one session per segment of a stream (:mod:`cosched.execution.ort`); otherwise
+cosched's torch kernels, traced per task on CPU (:mod:`cosched.execution.traced`). How speed is
+measured: :mod:`cosched.isolated` (each runner alone in a fresh process).
 """
 
 from __future__ import annotations
 
-from cosched.runtime.bindings import random_inputs
+from cosched.execution.bindings import random_inputs
 from cosched.runtime.sequential import SequentialExecutor
 
 __all__ = ["SequentialExecutor", "random_inputs"]

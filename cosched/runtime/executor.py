@@ -20,13 +20,13 @@ from cosched.codegen.plan import Plan
 from cosched.codegen.rebuild import graph_for_plan
 from cosched.codegen.verify import verify_plan
 from cosched.errors import ConfigError, DeviceError
+from cosched.execution.bindings import bind_inputs, collect_outputs
+from cosched.execution.kernels import device_only, host_values, load_constants
+from cosched.execution.malloc import keep_freed_memory
+from cosched.execution.traced import TaskTracer, shared_constants
 from cosched.ir.graph import Graph
-from cosched.runtime.bindings import bind_inputs, collect_outputs
-from cosched.runtime.kernels import device_only, host_values, load_constants
-from cosched.runtime.malloc import keep_freed_memory
 from cosched.runtime.program import Backend, PlanProgram, TaskProgram, build_programs, plan_program
 from cosched.runtime.trace import TaskTiming, write_trace
-from cosched.runtime.traced import TaskTracer, shared_constants
 
 __all__ = ["Backend", "Executor", "ProfileHook", "TaskProgram", "default_threads"]
 
@@ -41,13 +41,13 @@ class Executor:
     ``"auto"`` (the plan's device kind), ``"cpu"`` or ``"cuda"``. CPU options:
     ``threads_per_stream`` (default ``max(1, cores // streams)``), ``wait_timeout_s`` and a
     test hook ``delay(task_id) -> seconds`` slept before each task, and ``tune_malloc``
-    (default on: keep freed memory for reuse, :mod:`cosched.runtime.malloc`). CUDA option:
+    (default on: keep freed memory for reuse, :mod:`cosched.execution.malloc`). CUDA option:
     ``cuda_graph`` captures the whole plan once and replays it. ``trace_tasks`` runs each
-    task as one TorchScript call where it can be traced (:mod:`cosched.runtime.traced`;
+    task as one TorchScript call where it can be traced (:mod:`cosched.execution.traced`;
     default: on CPU, where op-by-op dispatch makes worker threads take turns on the GIL, and
     off on CUDA); ``tracer`` then says how many tasks were traced. ``on_profile`` receives
     the timings of every profiled run. Tasks run on the provider the plan gives them
-    (:mod:`cosched.runtime.ort` for ``"ort"``); ``providers="torch"`` runs every task on
+    (:mod:`cosched.execution.ort` for ``"ort"``); ``providers="torch"`` runs every task on
     cosched's torch kernels instead, and ``providers`` (the attribute) says who ran each task.
     """
 

@@ -28,10 +28,10 @@ import torch
 from cosched.codegen.plan import Plan
 from cosched.codegen.steps import Step, issue_steps, segments, stream_steps
 from cosched.errors import CoschedError, RuntimeFailure, UnsupportedOpError
+from cosched.execution.kernels import Kernel, prepare_kernels
+from cosched.execution.traced import TaskTracer
 from cosched.ir.graph import Graph
-from cosched.runtime.kernels import Kernel, prepare_kernels
 from cosched.runtime.trace import TaskTiming
-from cosched.runtime.traced import TaskTracer
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ class TaskProgram:
     other tasks wrote (a CUDA stream records its use of each, see :mod:`cosched.runtime.cuda`).
 
     ``traced`` runs the task as one call instead of its kernels: its TorchScript trace
-    (:mod:`cosched.runtime.traced`), or the onnxruntime session of the segment it heads
-    (:mod:`cosched.runtime.ort`). ``covered_by`` is the head of the onnxruntime segment that
+    (:mod:`cosched.execution.traced`), or the onnxruntime session of the segment it heads
+    (:mod:`cosched.execution.ort`). ``covered_by`` is the head of the onnxruntime segment that
     already ran this task; running it then does nothing. ``provider`` says which ran it.
     """
 
@@ -94,11 +94,11 @@ def build_programs(graph: Graph, tracer: TaskTracer | None = None,
                    constants: Mapping[str, torch.Tensor] | None = None) -> dict[int, TaskProgram]:
     """Resolve every op once; one :class:`TaskProgram` per task of ``graph``. With
     ``tracer``, each task that can be traced runs as one call; ``host`` and ``device`` are
-    passed to :func:`~cosched.runtime.kernels.prepare_kernels`. Each of ``segments`` (task
+    passed to :func:`~cosched.execution.kernels.prepare_kernels`. Each of ``segments`` (task
     ids, see :func:`cosched.codegen.steps.segments`) runs as one onnxruntime session with
     ``threads`` intra-op threads over ``constants``; a segment onnxruntime cannot load runs
     as torch tasks instead (logged; ``provider`` then says ``"torch"``)."""
-    from cosched.runtime.ort import build_segment  # local: it brings in onnx
+    from cosched.execution.ort import build_segment  # local: it brings in onnx
 
     kernels = {k.op.name: k for k in prepare_kernels(graph.ops, host=host, device=device)}
     task_of = {name: t.id for t in graph.tasks for op in t.ops for name in graph.op(op).outputs}

@@ -3,7 +3,7 @@
 By default (op by op, no tracing) this is the reference every plan's outputs are checked
 against. With ``trace_tasks`` it is the "sequential" baseline that plans are timed against:
 the graph's tasks run one after another in dependency order (ties by task id), each as one
-TorchScript call where it can be traced (:mod:`cosched.runtime.traced`), as the plan's
+TorchScript call where it can be traced (:mod:`cosched.execution.traced`), as the plan's
 executor runs them, so that a plan's speedup over it comes from scheduling alone.
 """
 
@@ -18,17 +18,17 @@ import numpy as np
 import torch
 
 from cosched.errors import ConfigError
-from cosched.ir.graph import Graph, Op
-from cosched.runtime.bindings import bind_inputs, collect_outputs
-from cosched.runtime.kernels import (
+from cosched.execution.bindings import bind_inputs, collect_outputs
+from cosched.execution.kernels import (
     Kernel,
     device_only,
     host_values,
     load_constants,
     prepare_kernels,
 )
-from cosched.runtime.malloc import keep_freed_memory
-from cosched.runtime.traced import TaskTracer, shared_constants
+from cosched.execution.malloc import keep_freed_memory
+from cosched.execution.traced import TaskTracer, shared_constants
+from cosched.ir.graph import Graph, Op
 
 __all__ = ["SequentialExecutor", "last_uses"]
 
@@ -47,12 +47,12 @@ class SequentialExecutor:
                  tune_malloc: bool = True, provider: str = "torch", threads: int | None = None) -> None:
         self.graph = graph
         self.device = torch.device(device)
-        if tune_malloc and self.device.type == "cpu":  # see cosched.runtime.malloc
+        if tune_malloc and self.device.type == "cpu":  # see cosched.execution.malloc
             keep_freed_memory()
         constants = shared_constants(graph, self.device) if trace_tasks else load_constants(graph, self.device)
         self.kernels = prepare_kernels(graph.ops, host=host_values(graph.ops, constants), device=self.device)
         outputs = [n for t in graph.tenants for _, n in t.outputs]
-        # shape constants stay on the host on a GPU (see cosched.runtime.kernels)
+        # shape constants stay on the host on a GPU (see cosched.execution.kernels)
         self.constants = (device_only(graph.ops, constants, keep=outputs) if self.device.type == "cuda"
                           else constants)
         self._last_use = last_uses(graph)
@@ -80,9 +80,9 @@ class SequentialExecutor:
             raise ConfigError(f"provider must be 'torch' or 'ort', got {provider!r}")
 
     def _use_ort(self, threads: int | None) -> None:
-        """Each tenant's tasks, in order, as one onnxruntime session (:mod:`cosched.runtime.ort`)."""
+        """Each tenant's tasks, in order, as one onnxruntime session (:mod:`cosched.execution.ort`)."""
+        from cosched.execution.ort import build_segment
         from cosched.runtime.executor import default_threads
-        from cosched.runtime.ort import build_segment
 
         if self.device.type != "cpu":
             raise ConfigError(f"provider 'ort' runs on CPU only, not on {self.device}")

@@ -35,10 +35,10 @@ class CostTable:
     the intra-op threads a plan of k streams leaves it, and ``wait_ms`` is what a stream
     that waited for another's event pays when it comes. Without it nothing is charged.
     ``in_situ`` maps intra-op thread counts to every task's latency measured in context
-    (:func:`cosched.runtime.measure.task_latencies_in_situ`); :meth:`latency_at` uses them
+    (:func:`cosched.calibration.task_latencies_in_situ`); :meth:`latency_at` uses them
     where they cover the thread count, instead of the model's standalone prediction.
     ``boundaries`` maps thread counts to what each tenant pays where its tasks are cut into
-    one more onnxruntime session (:func:`cosched.runtime.measure.segment_boundaries`);
+    one more onnxruntime session (:func:`cosched.calibration.ort_in_situ`);
     :meth:`boundary_at` gives it per task, charged to a task that starts a segment anywhere
     but at its tenant's start (see :meth:`cosched.search.simulator.Timeline.launch`).
     """

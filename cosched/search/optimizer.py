@@ -34,7 +34,7 @@ __all__ = ["Candidate", "SearchConfig", "SearchResult", "knobs_from_params", "op
 #: Tenant-weight knobs are searched for at most this many tenants (one knob each).
 MAX_TENANT_KNOBS = 16
 
-Measure = Callable[[Sequence[Schedule]], Sequence[float]]
+Timer = Callable[[Sequence[Schedule]], Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,10 @@ def knobs_from_params(params: Mapping[str, Any], n_tenants: int, threshold: floa
     )
 
 
-def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = None) -> SearchResult:
+def optimize(table: CostTable, config: SearchConfig, timer: Timer | None = None) -> SearchResult:
     """Search for the best schedule of ``table``'s graph; see the module docstring.
 
-    ``measure``, if given, times schedules on the real device; it is called once with the
+    ``timer``, if given, times schedules on the real device; it is called once with the
     ``top_k`` best simulated candidates plus the sequential baseline, and the fastest measured
     one is chosen. Raises
     :class:`SLOError` when no candidate meets every SLO, unless ``best_effort``.
@@ -154,7 +154,7 @@ def optimize(table: CostTable, config: SearchConfig, measure: Measure | None = N
     candidates = _candidates(table, config, study, baselines)
     candidates += _improved(table, config, candidates)
     pareto = _pareto(candidates, config) if config.multi_objective else ()
-    chosen, measured = _choose(candidates, config, measure)
+    chosen, measured = _choose(candidates, config, timer)
     sim = simulate(chosen.schedule, table)
     report = {t: (slo, sim.tenant_completion[t]) for t, slo in config.slo_ms.items()}
     if chosen.slo_excess > 0 and not config.best_effort:
@@ -354,10 +354,10 @@ def _rank(c: Candidate) -> tuple[float, float, float]:
 
 
 def _choose(
-    candidates: Sequence[Candidate], config: SearchConfig, measure: Measure | None
+    candidates: Sequence[Candidate], config: SearchConfig, timer: Timer | None
 ) -> tuple[Candidate, tuple[float, ...]]:
     ranked = sorted(candidates, key=_rank)
-    if measure is None:
+    if timer is None:
         return ranked[0], ()
     top: list[Candidate] = []
     for c in ranked:
@@ -372,9 +372,9 @@ def _choose(
         seq.schedule.devices != t.schedule.devices for t in top
     ):
         top.append(seq)
-    times = tuple(float(x) for x in measure([c.schedule for c in top]))
+    times = tuple(float(x) for x in timer([c.schedule for c in top]))
     if len(times) != len(top):
-        raise ConfigError(f"measure returned {len(times)} timings for {len(top)} schedules")
+        raise ConfigError(f"the timer returned {len(times)} timings for {len(top)} schedules")
     best = min(range(len(top)), key=lambda i: (times[i], i))
     return top[best], times
 

@@ -31,14 +31,14 @@ import cosched.runtime.cpu as cpu_backend
 from cosched.codegen import emit_python, load_module, lower
 from cosched.codegen.plan import Plan
 from cosched.errors import RuntimeFailure
+from cosched.execution.bindings import bind_inputs
+from cosched.execution.kernels import load_constants
+from cosched.execution.traced import TracedTask
 from cosched.ir.graph import Graph
 from cosched.runtime import random_inputs
-from cosched.runtime.bindings import bind_inputs
 from cosched.runtime.cpu import CpuBackend
 from cosched.runtime.cuda import WARMUP_ROUNDS, CudaBackend
-from cosched.runtime.kernels import load_constants
 from cosched.runtime.program import TaskProgram, build_programs, plan_program
-from cosched.runtime.traced import TracedTask
 
 CUDA = {"kind": "cuda", "name": "stand-in", "index": 0}
 

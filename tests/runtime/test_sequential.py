@@ -11,8 +11,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+import cosched.execution.kernels as kernels_module
 import cosched.ir
-import cosched.runtime.kernels as kernels_module
 from cosched.errors import InputError, UnsupportedOpError
 from cosched.ir.graph import Graph, Op, TenantInfo, TensorInfo, frozen_mapping, qualify
 from cosched.runtime import SequentialExecutor

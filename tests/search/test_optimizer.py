@@ -102,7 +102,7 @@ def test_measure_hook_picks_the_fastest_measured(table):
         seen.extend(schedules)
         return [10.0 - i for i in range(len(schedules))]  # the last one measures fastest
 
-    result = optimize(table, SearchConfig(trials=10, top_k=3), measure=measure)
+    result = optimize(table, SearchConfig(trials=10, top_k=3), timer=measure)
     assert 1 <= len(seen) <= 4  # top_k finalists plus the sequential baseline
     assert result.schedule == seen[-1]
     assert result.measured_ms == tuple(10.0 - i for i in range(len(seen)))
@@ -113,7 +113,7 @@ def test_measure_never_ships_a_plan_slower_than_sequential(table):
         # sequential (one stream) measures fastest, whatever the simulator predicted
         return [1.0 if len(s.streams) == 1 else 5.0 for s in schedules]
 
-    result = optimize(table, SearchConfig(trials=10, top_k=2), measure=measure)
+    result = optimize(table, SearchConfig(trials=10, top_k=2), timer=measure)
     assert len(result.schedule.streams) == 1
     assert min(result.measured_ms) == 1.0
 

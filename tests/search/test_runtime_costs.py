@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from search_helpers import TableModel
 
-from cosched.costmodel.overheads import RuntimeCosts, measure_runtime_costs
+from cosched.calibration import measure_runtime_costs
+from cosched.costmodel.overheads import RuntimeCosts
 from cosched.errors import CostModelError
 from cosched.ir.graph import OpCost
 from cosched.search import CostTable

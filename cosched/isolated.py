@@ -7,7 +7,7 @@ process than alone. So a speed claim is a ratio of medians of runners each timed
 A *work directory* holds what runners need: ``plan/`` (a saved plan), optionally
 ``stream-per-tenant/`` (another saved plan), ``inputs/<tenant>.npz`` and ``meta.json`` with
 ``models`` (tenant -> ONNX path, for the onnxruntime runners). :func:`run_isolated` starts one
-process per runner and repeat (``python -m cosched.runtime.isolated --child NAME``), rotating
+process per runner and repeat (``python -m cosched.isolated --child NAME``), rotating
 the order by one each repeat. A runner's process loads what it runs as a user would
 (``cosched.load`` of the plan directory, or onnxruntime sessions of the model files), runs
 ``warmup`` times, times ``iters`` runs and writes its times; nothing else lives in that
@@ -22,6 +22,9 @@ model files one after another with 1 or every intra-op thread, spinning on or of
 ``ort-threads[-nospin]`` (one session per tenant in its own Python thread, cores shared
 evenly). With ``trace`` a child also writes the measured timeline of one more run
 (:func:`timeline`): per task for the plan, per tenant for ``sequential``.
+
+Layering: a harness above the public API (its children call :func:`cosched.load`); used by
+``cosched demo`` and ``benchmarks/``, imported by no stage.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def run_isolated(work: Path, runners: Sequence[str], *, repeats: int, iters: int
         order = list(runners[rep % len(runners):]) + list(runners[: rep % len(runners)])
         for name in order:
             out = work / f"times-{name}-{rep}.json"
-            cmd = [sys.executable, "-m", "cosched.runtime.isolated", "--child", name, "--work", str(work),
+            cmd = [sys.executable, "-m", "cosched.isolated", "--child", name, "--work", str(work),
                    "--iters", str(iters), "--warmup", str(warmup), "--out", str(out)]
             if rep == 0:
                 cmd.append("--save-outputs")
@@ -225,7 +228,7 @@ def child(name: str, work: Path, iters: int, warmup: int, out: Path, save_output
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cosched.runtime.isolated",
+    parser = argparse.ArgumentParser(prog="python -m cosched.isolated",
                                      description="one runner of the isolated protocol (started by run_isolated)")
     parser.add_argument("--child", required=True, choices=RUNNERS)
     parser.add_argument("--work", type=Path, required=True)

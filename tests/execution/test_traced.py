@@ -20,12 +20,12 @@ from cosched import zoo
 from cosched.codegen import lower
 from cosched.costmodel.runner import TaskRunner
 from cosched.errors import ConfigError
+from cosched.execution.kernels import Kernel
+from cosched.execution.traced import TracedTask, example_inputs, trace_task
 from cosched.ir.graph import Op
 from cosched.ops.registry import OpContext
 from cosched.runtime import SequentialExecutor
 from cosched.runtime.executor import Executor
-from cosched.runtime.kernels import Kernel
-from cosched.runtime.traced import TracedTask, example_inputs, trace_task
 
 
 def _kernel(fn: Callable[..., torch.Tensor], inputs: tuple[str, ...], output: str) -> Kernel:

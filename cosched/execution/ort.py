@@ -19,7 +19,7 @@ threads (one per stream in a multi-stream plan: it then runs on the stream's own
 no pool) and never spins while idle.
 
 :func:`segment_task_times` attributes a segment's time to its tasks from onnxruntime's
-own profiler: what the cost model charges each task in context (:mod:`cosched.runtime.measure`).
+own profiler: what the cost model charges each task in context (:func:`cosched.calibration.ort_in_situ`).
 """
 
 from __future__ import annotations

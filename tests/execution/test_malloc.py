@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosched.runtime import malloc
+from cosched.execution import malloc
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's malloc")

@@ -15,19 +15,19 @@ from plan_graphs import per_tenant_streams, random_dag, random_streams, tenant_m
 
 import cosched
 from cosched import zoo
+from cosched.calibration import ort_in_situ
 from cosched.codegen import lower
 from cosched.codegen.emit import emit_python, load_module
 from cosched.codegen.plan import Plan
 from cosched.codegen.steps import segments
 from cosched.errors import ConfigError, PlanError, UnsupportedOpError
+from cosched.execution.bindings import bind_inputs
+from cosched.execution.kernels import load_constants
+from cosched.execution.ort import _task_of, build_segment, segment_task_times
 from cosched.ir import fuse, load_models
 from cosched.ir.graph import Graph
 from cosched.runtime import SequentialExecutor, random_inputs
-from cosched.runtime.bindings import bind_inputs
 from cosched.runtime.executor import Executor
-from cosched.runtime.kernels import load_constants
-from cosched.runtime.measure import ort_in_situ
-from cosched.runtime.ort import _task_of, build_segment, segment_task_times
 
 CPU = {"kind": "cpu", "name": "test"}
 
@@ -148,7 +148,7 @@ class _Records(logging.Handler):
 
 
 def test_a_segment_onnxruntime_cannot_load_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cosched.runtime.ort as ort_module
+    import cosched.execution.ort as ort_module
 
     def refuse(graph: Graph, tasks: object, threads: int, constants: object) -> None:
         raise UnsupportedOpError("onnxruntime cannot load task 0 of tenant 'a': no kernel")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cosched.errors import ConfigError
-from cosched.runtime.measure import Timing, measure_interleaved
+from cosched.runtime.timing import Timing, time_interleaved
 
 
 def test_rounds_interleave_and_rotate_who_goes_first() -> None:
     calls: list[str] = []
     runners = {name: (lambda n=name: calls.append(n)) for name in "abc"}
-    timings = measure_interleaved(runners, iters=3, warmup=1)
+    timings = time_interleaved(runners, iters=3, warmup=1)
     assert calls[:3] == ["a", "b", "c"]  # warm-up, in order
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert {name: len(t.samples) for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
@@ -26,4 +26,4 @@ def test_timing_statistics() -> None:
 
 def test_bad_counts_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="iters"):
-        measure_interleaved({"a": lambda: None}, iters=0)
+        time_interleaved({"a": lambda: None}, iters=0)

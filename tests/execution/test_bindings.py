@@ -11,9 +11,14 @@ import pytest
 import torch
 
 from cosched.errors import InputError, RuntimeFailure
+from cosched.execution.bindings import (
+    bind_inputs,
+    check_finite,
+    check_index_inputs,
+    validate_inputs,
+)
 from cosched.ir import load_models
 from cosched.ir.graph import Graph
-from cosched.runtime.bindings import bind_inputs, check_finite, check_index_inputs, validate_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ir"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))

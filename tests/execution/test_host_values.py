@@ -26,11 +26,11 @@ import cosched.ir
 from cosched import zoo
 from cosched.codegen import lower
 from cosched.errors import DeviceError
+from cosched.execution.bindings import bind_inputs
+from cosched.execution.kernels import HOST_INPUTS, device_only, host_values, load_constants
 from cosched.ops.registry import OpContext, lookup
 from cosched.runtime import SequentialExecutor
-from cosched.runtime.bindings import bind_inputs
 from cosched.runtime.executor import Executor
-from cosched.runtime.kernels import HOST_INPUTS, device_only, host_values, load_constants
 
 READS_BACK = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"}
 FACTORIES = {"tensor", "arange", "zeros", "ones", "full", "empty", "eye", "linspace", "rand", "randn"}

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cosched.execution.kernels import Kernel, load_constants
 from cosched.ir.graph import Graph, Task
-from cosched.runtime.kernels import Kernel, load_constants
 
 __all__ = ["TaskTracer", "TracedTask", "example_inputs", "shared_constants", "trace_task"]
 
@@ -156,7 +156,7 @@ def example_inputs(graph: Graph, names: Sequence[str], values: Mapping[str, torc
     """``values[name]`` where given, else a tensor of the name's shape and dtype: standard
     normal for floats; for other dtypes all zeros with an even ``seed`` (a valid index for any
     gather), all ones with an odd one (so that two draws differ in every input)."""
-    from cosched.runtime.bindings import torch_dtype
+    from cosched.execution.bindings import torch_dtype
 
     generator = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
