@@ -316,7 +316,7 @@ def child(args: argparse.Namespace) -> None:
 def run_config(model: str, size: str, batch: int, threads: int, path: str, names: Sequence[str], *,
                repeats: int, iters: int, warmup: int, breakdown_runs: int, work: Path) -> dict[str, Any]:
     """Every runner of one model, batch and thread count, each repeat in fresh processes."""
-    from benchmarks.run import compare_outputs
+    from benchmarks.run import check_runners
 
     env = dict(os.environ, MALLOC_TOP_PAD_=str(MALLOC_TOP_PAD))
     times: dict[str, list[list[float]]] = {n: [] for n in names}
@@ -347,7 +347,7 @@ def run_config(model: str, size: str, batch: int, threads: int, path: str, names
     medians = {n: [statistics.median(r) for r in reps] for n, reps in times.items()}
     median = {n: statistics.median(m) for n, m in medians.items()}
     variants = [n for n in names if n != "ort"]
-    checks = compare_outputs(outputs, reference="ort")
+    checks = check_runners(outputs, reference="ort")
     del checks["ort"]
     return {
         "model": model, "batch": batch, "threads": threads, "times_ms": times,

@@ -80,7 +80,7 @@ def prepare(mix_name: str, work: Path, *, trials: int, cost_model: str, seed: in
 def check_outputs(work: Path, runners: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each runner's saved outputs against op-by-op execution of the plan's graph."""
     import cosched
-    from benchmarks.run import compare_outputs
+    from benchmarks.run import check_runners
 
     compiled = cosched.load(work / "plan")
     outputs = {"op-by-op": compiled.reference.run(load_inputs(work))}
@@ -92,7 +92,7 @@ def check_outputs(work: Path, runners: Sequence[str]) -> dict[str, dict[str, Any
                 got.setdefault(tenant, {})[out] = data[key]
         outputs[name] = got
     compiled.close()
-    checks = compare_outputs(outputs, reference="op-by-op")
+    checks = check_runners(outputs, reference="op-by-op")
     del checks["op-by-op"]
     return checks
 

@@ -62,15 +62,16 @@ from benchmarks.peers import (
     ort_sequential_runner,
     ort_threads_runner,
 )
-from cosched.compiled import CompiledPlan, nonfinite_differences
+from cosched.compiled import CompiledPlan
 from cosched.errors import ConfigError, CoschedError, DeviceError
+from cosched.execution.compare import compare_outputs
 from cosched.runtime.timing import time_interleaved
 
 __all__ = [
     "MALLOC_TOP_PAD",
     "REL_TOLERANCE",
     "Bench",
-    "compare_outputs",
+    "check_runners",
     "main",
     "measure",
     "prepare",
@@ -154,7 +155,7 @@ def _cosched_runners(compiled: CompiledPlan, feeds: Outputs) -> list[Runner]:
     per_tenant_plan = lower(compiled.graph, base.schedule, device=compiled.plan.device,
                             timeline=base.sim, predicted_ms={"plan": base.sim.makespan})
     per_tenant = Executor(per_tenant_plan, compiled.graph)
-    plan, sequential = compiled.executor, compiled.sequential
+    plan, sequential = compiled.executor, compiled.baseline
     streams = len(compiled.plan.streams)
     runners = [
         Runner("plan", f"cosched plan, {streams} stream(s)", lambda: plan.run(feeds)),
@@ -213,7 +214,7 @@ def measure(bench: Bench, *, iters: int = 20, warmup: int = 3) -> dict[str, Any]
     outputs = {name: runner.run() for name, runner in bench.runners.items()}
     # checked against op-by-op execution: the timed runners share traced tasks
     outputs["op-by-op"] = bench.compiled.reference.run(bench.inputs)
-    checks = compare_outputs(outputs, reference="op-by-op")
+    checks = check_runners(outputs, reference="op-by-op")
     del checks["op-by-op"]
     compiled = bench.compiled
     return {
@@ -253,7 +254,7 @@ def _fidelity(predicted: Mapping[str, float], runners: Mapping[str, Mapping[str,
     return out
 
 
-def compare_outputs(outputs: Mapping[str, Outputs], reference: str) -> dict[str, dict[str, Any]]:
+def check_runners(outputs: Mapping[str, Outputs], reference: str) -> dict[str, dict[str, Any]]:
     """Each runner's worst absolute and relative difference to ``reference``'s outputs.
 
     The relative error of one output is max |a - b| / max |b| (scaled by the reference's
@@ -262,35 +263,11 @@ def compare_outputs(outputs: Mapping[str, Outputs], reference: str) -> dict[str,
     mismatch, or a difference that is not finite (NaN on either side, infinities that differ),
     is a disagreement with the reason recorded.
     """
-    ref = outputs[reference]
     checks: dict[str, dict[str, Any]] = {}
     for name, got in outputs.items():
-        worst_abs, worst_rel, problems = 0.0, 0.0, []
-        for tenant, expected in ref.items():
-            for out_name, want in expected.items():
-                have = got.get(tenant, {}).get(out_name)
-                if have is None or np.shape(have) != np.shape(want):
-                    problems.append(f"{tenant}/{out_name}: expected shape {np.shape(want)}, got "
-                                    f"{'nothing' if have is None else np.shape(have)}")
-                    continue
-                if not np.size(want):
-                    continue
-                nonfinite = nonfinite_differences({tenant: {out_name: have}}, {tenant: {out_name: want}},
-                                                  (name, reference))
-                if nonfinite:
-                    problems += nonfinite
-                    worst_abs = worst_rel = float("inf")
-                    continue
-                a, b = np.asarray(have, np.float64), np.asarray(want, np.float64)
-                with np.errstate(invalid="ignore"):
-                    diffs = np.abs(a - b)
-                diffs[a == b] = 0.0  # the same infinity on both sides agrees
-                diff = float(np.max(diffs))
-                scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=0.0))
-                worst_abs = max(worst_abs, diff)
-                worst_rel = max(worst_rel, diff / scale if scale else diff)
-        checks[name] = {"max_abs_diff": worst_abs, "max_rel_err": worst_rel, "problems": problems,
-                        "agrees": not problems and worst_rel <= REL_TOLERANCE}
+        c = compare_outputs(got, outputs[reference], (name, reference))
+        checks[name] = {"max_abs_diff": c.max_abs_diff, "max_rel_err": c.max_rel_err, "problems": list(c.problems),
+                        "agrees": c.agrees(REL_TOLERANCE)}
     return checks
 
 

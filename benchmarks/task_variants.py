@@ -42,6 +42,7 @@ import torch
 import cosched.ir
 from cosched import zoo
 from cosched.execution.bindings import bind_inputs, collect_outputs
+from cosched.execution.compare import compare_outputs
 from cosched.execution.kernels import Kernel, host_values, prepare_kernels
 from cosched.execution.malloc import keep_freed_memory
 from cosched.execution.traced import TaskTracer, shared_constants
@@ -148,16 +149,9 @@ def run_model(p: Prepared, built: Built) -> tuple[Feeds, float, list[float]]:
 
 
 def rel_error(got: Any, want: Any) -> float:
-    """max |got - want| / max |want| (inf on a shape mismatch or a NaN that differs)."""
-    a, b = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
-        return float("inf")
-    if not a.size:
-        return 0.0
-    a, b = np.nan_to_num(a), np.nan_to_num(b)
-    scale = float(np.max(np.abs(b)))
-    diff = float(np.max(np.abs(a - b)))
-    return diff / scale if scale else diff
+    """max |got - want| / max |want| (inf on a shape mismatch or a difference that is not
+    finite: :func:`cosched.execution.compare.compare_outputs` of one output)."""
+    return compare_outputs({"t": {"o": got}}, {"t": {"o": want}}).max_rel_err
 
 
 # ------------------------------------------------------------------------- the variants

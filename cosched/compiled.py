@@ -8,8 +8,8 @@ Executors are created on first use and reused.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from cosched.execution.bindings import (
     random_inputs,
     validate_inputs,
 )
+from cosched.execution.compare import max_abs_diff, nonfinite_differences
 from cosched.ir.graph import Graph
 from cosched.runtime.executor import Executor
 from cosched.runtime.sequential import SequentialExecutor
@@ -51,7 +52,7 @@ class CompiledPlan:
         #: CUDA plans: run as one captured CUDA graph (set before the first run)
         self.cuda_graph = False
         self._executor: Executor | None = None
-        self._sequential: SequentialExecutor | None = None
+        self._baseline: SequentialExecutor | None = None
         self._reference: SequentialExecutor | None = None
 
     @property
@@ -69,15 +70,23 @@ class CompiledPlan:
         return self._reference
 
     @property
-    def sequential(self) -> SequentialExecutor:
-        if self._sequential is None:
-            # the baseline runs tasks as the plan's executor does (onnxruntime, traced or op by op), so
-            # the plan's speedup over it is the schedule's alone
+    def baseline(self) -> SequentialExecutor:
+        """Sequential execution of the plan's tasks, run as the plan's executor runs them
+        (onnxruntime, traced or op by op): what the plan's speedup is measured against, so
+        that the speedup is the schedule's alone."""
+        if self._baseline is None:
             ort = any(t.provider == "ort" for t in self.plan.tasks)
-            self._sequential = SequentialExecutor(self.graph, self.executor.device.type,
-                                                  trace_tasks=self.executor.trace_tasks,
-                                                  provider="ort" if ort else "torch")
-        return self._sequential
+            self._baseline = SequentialExecutor(self.graph, self.executor.device.type,
+                                                trace_tasks=self.executor.trace_tasks,
+                                                provider="ort" if ort else "torch")
+        return self._baseline
+
+    @property
+    def sequential(self) -> SequentialExecutor:
+        """Deprecated name of :attr:`baseline` (beside :attr:`reference` it did not say which)."""
+        warnings.warn("CompiledPlan.sequential is deprecated; use .baseline (timing) or .reference "
+                      "(outputs)", DeprecationWarning, stacklevel=2)
+        return self.baseline
 
     def inputs(self, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
         """Deterministic random inputs of the right shapes, keyed by tenant then input name."""
@@ -111,7 +120,7 @@ class CompiledPlan:
         feed = inputs if inputs is not None else self.inputs()
         runners = {"plan": lambda: self.executor.run(feed)}
         if compare_sequential:
-            runners["sequential"] = lambda: self.sequential.run(feed)
+            runners["sequential"] = lambda: self.baseline.run(feed)
         timings = time_interleaved(runners, iters=iters, warmup=warmup)
         result: dict[str, Any] = {
             "median_ms": {name: t.median for name, t in timings.items()},
@@ -227,52 +236,6 @@ def plan_timeline(plan: Plan) -> list[dict[str, Any]]:
         rows.append({"task": task.id, "name": task.name, "tenant": task.tenant,
                      "stream": stream_of[task.id], "start_ms": start, "end_ms": end})
     return sorted(rows, key=lambda r: (r["stream"], r["start_ms"]))
-
-
-def max_abs_diff(a: Outputs, b: Outputs) -> float:
-    """Largest absolute elementwise difference over every output of every tenant.
-
-    A difference that is not finite (NaN on either side, or infinities that differ) makes it
-    ``inf``: outputs holding NaN never agree. :func:`nonfinite_differences` says where.
-    """
-    return max((float(diff.max()) for _, _, diff in _differences(a, b) if diff.size), default=0.0)
-
-
-def nonfinite_differences(a: Outputs, b: Outputs, names: tuple[str, str] = ("plan", "reference")) -> list[str]:
-    """One message per output whose difference is not finite somewhere, naming the tenant,
-    the output and how many elements are NaN or inf on each side (``names`` of ``a``, ``b``)."""
-    found = []
-    for tenant, name, diff in _differences(a, b):
-        bad = int(np.isinf(diff).sum())
-        if bad:
-            x, y = np.asarray(a[tenant][name]), np.asarray(b[tenant][name])
-            found.append(
-                f"tenant {tenant!r}: output {name!r} differs by a non-finite amount in {bad} of "
-                f"{diff.size} elements ({names[0]}: {_count_nonfinite(x)}; {names[1]}: {_count_nonfinite(y)})"
-            )
-    return found
-
-
-def _differences(a: Outputs, b: Outputs) -> Iterator[tuple[str, str, np.ndarray]]:
-    """|a - b| per output, 0 where both are equal (the same infinity too), inf where the
-    difference is not finite."""
-    for tenant, outputs in a.items():
-        for name, value in outputs.items():
-            x = np.asarray(value).astype(np.float64)
-            y = np.asarray(b[tenant][name]).astype(np.float64)
-            with np.errstate(invalid="ignore", over="ignore"):
-                diff = np.abs(x - y)
-            diff[x == y] = 0.0
-            diff[~np.isfinite(diff)] = math.inf
-            yield tenant, name, diff
-
-
-def _count_nonfinite(x: np.ndarray) -> str:
-    if x.dtype.kind not in "fc":
-        return "0 NaN, 0 inf"
-    nan = int(np.isnan(x).sum())
-    inf = int(np.isinf(x).sum())
-    return f"{nan} NaN, {inf} inf"
 
 
 def _one_line(message: str) -> str:

@@ -43,9 +43,14 @@ def test_report_holds_predictions_and_sizes(compiled: CompiledPlan) -> None:
 
 def test_plan_outputs_equal_sequential(compiled: CompiledPlan) -> None:
     inputs = compiled.inputs(seed=2)
-    got, expected = compiled.run(inputs), compiled.sequential.run(inputs)
+    got, expected = compiled.run(inputs), compiled.baseline.run(inputs)
     assert {t: sorted(o) for t, o in got.items()} == {t: sorted(o) for t, o in expected.items()}
     assert max_abs_diff(got, expected) <= 1e-5
+
+
+def test_sequential_is_a_deprecated_name_of_the_baseline(compiled: CompiledPlan) -> None:
+    with pytest.warns(DeprecationWarning, match=r"\.baseline"):
+        assert compiled.sequential is compiled.baseline
 
 
 def test_benchmark_reports_both_medians(compiled: CompiledPlan) -> None:
@@ -108,7 +113,7 @@ def test_measure_keeps_the_fastest_measured_finalist(models: list[Path]) -> None
         assert len(report["finalists_measured_ms"]) >= 2
         assert all(ms > 0 for ms in report["finalists_measured_ms"])
         feed = plan.inputs()
-        assert max_abs_diff(plan.run(feed), plan.sequential.run(feed)) <= 1e-5
+        assert max_abs_diff(plan.run(feed), plan.baseline.run(feed)) <= 1e-5
     finally:
         plan.close()
 

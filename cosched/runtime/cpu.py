@@ -32,7 +32,7 @@ import torch
 
 from cosched.errors import RuntimeFailure
 from cosched.runtime.program import Backend, PlanProgram, TaskProgram
-from cosched.runtime.trace import TaskTiming
+from cosched.runtime.chrome_trace import TaskTiming
 
 __all__ = ["CpuBackend"]
 

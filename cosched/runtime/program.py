@@ -31,7 +31,7 @@ from cosched.errors import CoschedError, RuntimeFailure, UnsupportedOpError
 from cosched.execution.kernels import Kernel, prepare_kernels
 from cosched.execution.traced import TaskTracer
 from cosched.ir.graph import Graph
-from cosched.runtime.trace import TaskTiming
+from cosched.runtime.chrome_trace import TaskTiming
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.mixes import get_mix
 from benchmarks.report import format_block, format_table, update_section, write_markdown
-from benchmarks.run import compare_outputs, main, measure, prepare
+from benchmarks.run import check_runners, main, measure, prepare
 from cosched.errors import ConfigError
 
 RUNNERS = {"plan", "sequential", "sequential-1-thread", "stream-per-tenant", "ort-sequential", "ort-threads"}
@@ -67,30 +67,30 @@ def test_result_is_json_and_prints(result):
     assert "median ms" not in block  # CPU rows carry ratios only
 
 
-def test_compare_outputs_flags_a_wrong_value_and_a_missing_output():
+def test_check_runners_flags_a_wrong_value_and_a_missing_output():
     ref = {"a": {"y": np.array([1.0, -2.0, 4.0], np.float32)}}
     close = {"a": {"y": np.array([1.0, -2.0, 4.0002], np.float32)}}
     wrong = {"a": {"y": np.array([1.0, -2.0, 4.1], np.float32)}}
     missing = {"a": {}}
-    checks = compare_outputs({"ref": ref, "close": close, "wrong": wrong, "missing": missing}, "ref")
+    checks = check_runners({"ref": ref, "close": close, "wrong": wrong, "missing": missing}, "ref")
     assert checks["ref"]["agrees"] and checks["ref"]["max_abs_diff"] == 0.0
     assert checks["close"]["agrees"]  # 2e-4 / 4 = 5e-5 <= 1e-4
     assert checks["close"]["max_rel_err"] == pytest.approx(5e-5, rel=0.01)
     assert not checks["wrong"]["agrees"]
     assert checks["wrong"]["max_rel_err"] == pytest.approx(0.1 / 4, rel=1e-3)
     assert not checks["missing"]["agrees"]
-    assert "a/y" in checks["missing"]["problems"][0]
+    assert "'a'" in checks["missing"]["problems"][0] and "'y'" in checks["missing"]["problems"][0]
 
 
-def test_compare_outputs_counts_nan_as_a_mismatch():
+def test_check_runners_counts_nan_as_a_mismatch():
     ref = {"a": {"y": np.array([1.0, np.inf, 4.0], np.float32)}}
     same = {"a": {"y": np.array([1.0, np.inf, 4.0], np.float32)}}
     nan = {"a": {"y": np.array([1.0, np.inf, np.nan], np.float32)}}
-    checks = compare_outputs({"ref": ref, "same": same, "nan": nan}, "ref")
+    checks = check_runners({"ref": ref, "same": same, "nan": nan}, "ref")
     assert checks["same"]["agrees"] and checks["same"]["max_abs_diff"] == 0.0
     assert not checks["nan"]["agrees"] and checks["nan"]["max_abs_diff"] == float("inf")
     assert "'a'" in checks["nan"]["problems"][0] and "'y'" in checks["nan"]["problems"][0]
-    nan_ref = compare_outputs({"ref": nan, "nan": nan}, "ref")
+    nan_ref = check_runners({"ref": nan, "nan": nan}, "ref")
     assert not nan_ref["ref"]["agrees"]  # NaN never agrees, not even with itself
 
 

@@ -1,6 +1,6 @@
 """ONNX's own node test cases, run through cosched as an ONNX backend.
 
-``onnx.backend.test.BackendTest(cosched.backend, __name__)`` generates one test per node case
+``onnx.backend.test.BackendTest(cosched.onnx_backend, __name__)`` generates one test per node case
 (``load_node_model_tests()``, ~1,900 generated in memory). A case runs iff the registry
 claims it, decided from the case's model alone (:func:`unclaimed_reason`):
 
@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import onnx
 import onnx.backend.test
 
-import cosched.backend
+import cosched.onnx_backend
 from cosched.ops import is_supported, supported_ops
 from cosched.ops.implementations.common import ONNX_DTYPES
 
@@ -117,7 +117,7 @@ CASE_OPS: dict[str, tuple[str, ...]] = {
 }
 INCLUDED = sorted(name for name, reason in CASE_REASONS.items() if reason is None)
 
-_backend_test = onnx.backend.test.BackendTest(cosched.backend, __name__)
+_backend_test = onnx.backend.test.BackendTest(cosched.onnx_backend, __name__)
 for _name in INCLUDED:
     _backend_test.include(f"^{re.escape(_name)}_cpu$")
 _generated = _backend_test.test_cases["OnnxBackendNodeModelTest"]

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-import cosched.backend
+import cosched.onnx_backend
 from cosched.errors import UnsupportedOpError
 
 RNG = np.random.default_rng(0)
@@ -43,7 +43,7 @@ def _check(op: str, inputs: dict[str, np.ndarray], opset: int, n_outputs: int = 
     expected = ort.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     ).run(None, {n: v for n, v in inputs.items() if not n.startswith("_")})
-    got = cosched.backend.prepare(model).run(
+    got = cosched.onnx_backend.prepare(model).run(
         [v for n, v in inputs.items() if not n.startswith("_")]
     )
     assert len(got) == len(expected)
@@ -195,7 +195,7 @@ def test_clip_with_only_max_input() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     x = np.array([-2, -0.5, 0, 0.4, 0.6, 3], np.float32)
-    (y,) = cosched.backend.prepare(model).run([x])
+    (y,) = cosched.onnx_backend.prepare(model).run([x])
     np.testing.assert_array_equal(y, np.minimum(x, 0.5))
 
 
@@ -213,7 +213,7 @@ def test_unsupported_ops_are_all_listed_before_running() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UnsupportedOpError) as err:
-        cosched.backend.prepare(model)
+        cosched.onnx_backend.prepare(model)
     message = str(err.value)
     assert "LSTMish" in message and "'first_bad'" in message
     assert "NonMaxSuppression" in message and "'second_bad'" in message
@@ -225,8 +225,8 @@ def test_dropout_training_mode_is_refused_but_inference_mask_is_all_true() -> No
     ratio, on = np.array(0.5, np.float32), np.array(True)
     model = _model("Dropout", {"x": x, "r": ratio, "t": on}, 13, n_outputs=2)
     with pytest.raises(UnsupportedOpError, match=r"Dropout.*training_mode"):
-        cosched.backend.prepare(model).run([x, ratio, on])
-    y, mask = cosched.backend.prepare(model).run([x, ratio, np.array(False)])
+        cosched.onnx_backend.prepare(model).run([x, ratio, on])
+    y, mask = cosched.onnx_backend.prepare(model).run([x, ratio, np.array(False)])
     np.testing.assert_array_equal(y, x)
     assert mask.dtype == np.bool_ and mask.all()
 
@@ -236,14 +236,14 @@ def test_batch_norm_training_mode_is_refused() -> None:
     stats = {n: np.ones(3, np.float32) for n in ("s", "b", "m", "v")}
     model = _model("BatchNormalization", {"x": x, **stats}, 15, training_mode=1)
     with pytest.raises(UnsupportedOpError, match=r"BatchNormalization.*training"):
-        cosched.backend.prepare(model).run([x, *stats.values()])
+        cosched.onnx_backend.prepare(model).run([x, *stats.values()])
 
 
 def test_run_node_follows_the_given_opset() -> None:
     x = _rand(2, 3, 4)
     node = helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)
-    (legacy,) = cosched.backend.run_node(node, [x], opset_version=11)
-    (modern,) = cosched.backend.run_node(node, [x], opset_version=13)
+    (legacy,) = cosched.onnx_backend.run_node(node, [x], opset_version=11)
+    (modern,) = cosched.onnx_backend.run_node(node, [x], opset_version=13)
     np.testing.assert_allclose(legacy.reshape(2, 12).sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(modern.sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(legacy, modern)
