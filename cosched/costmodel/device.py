@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 
 from cosched.errors import DeviceError
+from cosched.execution.cuda_events import cuda_seconds
 
 __all__ = ["DeviceSpec", "default_cache_dir", "parse_device"]
 
@@ -282,13 +283,4 @@ def _measure_cuda(index: int) -> tuple[float, float, float]:
 def _event_seconds(fn: Callable[[], object], repeats: int) -> float:
     fn()
     torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) * 1e-3)
-    return best
+    return min(cuda_seconds(fn) for _ in range(repeats))

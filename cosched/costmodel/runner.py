@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from cosched.errors import CoschedError, ProfileError, UnsupportedOpError
+from cosched.execution.cuda_events import EventSpan, cuda_seconds
 from cosched.execution.kernels import host_values, prepare_kernels
 from cosched.execution.traced import example_inputs, trace_task
 from cosched.ir.graph import Graph, Task
@@ -143,29 +144,16 @@ def time_standalone(run: Callable[[], None], device: torch.device, warmup: int =
     if device.type != "cuda":
         samples = loop_concurrent([run], threads, min_repeats, target_s)[0]
         return statistics.fmean(samples), *_summary(samples)[1:]
-    timer = _cuda_timer(device)
     for _ in range(warmup):
-        timer(run)
-    first = timer(run)
+        cuda_seconds(run)
+    first = cuda_seconds(run)
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(first, 1e-7))))
-    return _summary([timer(run) * 1e3 for _ in range(repeats)])
+    return _summary([cuda_seconds(run) * 1e3 for _ in range(repeats)])
 
 
 def _summary(samples_ms: Sequence[float]) -> tuple[float, float, int]:
     q = statistics.quantiles(samples_ms, n=4) if len(samples_ms) >= 2 else [samples_ms[0]] * 3
     return statistics.median(samples_ms), q[2] - q[0], len(samples_ms)
-
-
-def _cuda_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
-    def timer(run: Callable[[], None]) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) * 1e-3
-
-    return timer
 
 
 # --------------------------------------------------------------------- co-run
@@ -254,7 +242,7 @@ def corun_cuda(runners: Sequence[Callable[[], None]], alone_ms: Sequence[float],
     each repeated to cover ``window_ms``; time each run with CUDA events."""
     streams = [torch.cuda.Stream(device) for _ in runners]
     iters = [max(2, int(window_ms / max(ms, 1e-3))) for ms in alone_ms]
-    marks: list[list[tuple[torch.cuda.Event, torch.cuda.Event]]] = [[] for _ in runners]
+    marks: list[list[EventSpan]] = [[] for _ in runners]
     for run in runners:
         run()
     torch.cuda.synchronize(device)
@@ -262,12 +250,9 @@ def corun_cuda(runners: Sequence[Callable[[], None]], alone_ms: Sequence[float],
         for i, run in enumerate(runners):
             if r >= iters[i]:
                 continue
-            with torch.cuda.stream(streams[i]):
-                pair = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                pair[0].record()
+            with torch.cuda.stream(streams[i]), EventSpan() as span:
                 run()
-                pair[1].record()
-            marks[i].append(pair)
+            marks[i].append(span)
     torch.cuda.synchronize(device)
-    latencies = tuple(statistics.median(s.elapsed_time(e) for s, e in m) for m in marks)
+    latencies = tuple(statistics.median(span.ms() for span in m) for m in marks)
     return CorunMeasure(latencies, max(latencies))

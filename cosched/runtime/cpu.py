@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 
 from cosched.errors import RuntimeFailure
-from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 from cosched.runtime.chrome_trace import TaskTiming
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 
 __all__ = ["CpuBackend"]
 

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from cosched.errors import ConfigError, DeviceError, RuntimeFailure
-from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 from cosched.runtime.chrome_trace import TaskTiming
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 
 __all__ = ["CudaBackend", "TorchCuda"]
 

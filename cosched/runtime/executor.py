@@ -25,8 +25,8 @@ from cosched.execution.kernels import device_only, host_values, load_constants
 from cosched.execution.malloc import keep_freed_memory
 from cosched.execution.traced import TaskTracer, shared_constants
 from cosched.ir.graph import Graph
-from cosched.runtime.program import Backend, PlanProgram, TaskProgram, build_programs, plan_program
 from cosched.runtime.chrome_trace import TaskTiming, write_trace
+from cosched.runtime.program import Backend, PlanProgram, TaskProgram, build_programs, plan_program
 
 __all__ = ["Backend", "Executor", "ProfileHook", "TaskProgram", "default_threads"]
 
