@@ -8,6 +8,11 @@ Public API::
 
 ``compile``, ``load`` and ``CompiledPlan`` are imported on first use, so ``import cosched``
 stays cheap (torch, onnx and optuna load only when the pipeline is used).
+
+Layering: lowest first, a package imports only its own and lower layers (checked by
+``tests/test_layering.py``): errors, paths, cache -> ir, ops (and zoo, viz) -> execution (how
+one task runs) -> costmodel -> search -> codegen -> runtime -> calibration, compiled,
+onnx_backend -> options, api (the pipeline wired) -> isolated, cli and this package.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ adds its parser and sets ``func`` (called with the parsed namespace, returning a
 User errors (:class:`CoschedError`) print as one line on stderr and exit with code 2; so do
 what the machine refuses (an ``OSError`` such as a full disk, a ``MemoryError``), which a
 verb's own checks did not foresee: the user can act on those too.
+
+Layering: the top; verbs call the public API (``cosched.compile``/``load``) and any stage.
 """
 
 from __future__ import annotations

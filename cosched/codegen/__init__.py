@@ -1,4 +1,7 @@
-"""Lowering schedules to plans, the plan format, and the Python emitter."""
+"""Lowering schedules to plans, the plan format, and the Python emitter.
+
+Layering: imports :mod:`cosched.search` (schedules and their timelines) and :mod:`cosched.ir`;
+never the runtime, which stands on it (it runs the plans and the emitted modules)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,11 @@
 
 ``XGBoostModel`` and ``evaluate`` are imported on first use, so that importing the interface
 does not load xgboost.
+
+Layering: imports :mod:`cosched.execution` (the profiler times tasks exactly as the executors
+run them), :mod:`cosched.ir` and :mod:`cosched.ops`; never the search, codegen or runtime.
+What can only be measured by running plans is measured above the stages, in
+:mod:`cosched.calibration`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The merged multi-tenant operator-graph IR."""
+"""The merged multi-tenant operator-graph IR.
+
+Layering: the bottom of the pipeline; imports only :mod:`cosched.errors` (and onnx, in the
+importer and :mod:`~cosched.ir.onnx_io` alone)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""ONNX op -> torch implementations, one registry used by every executor."""
+"""ONNX op -> torch implementations, one registry used by every executor.
+
+Layering: beside :mod:`cosched.ir` at the bottom; imports only :mod:`cosched.errors`."""
 
 from __future__ import annotations
 

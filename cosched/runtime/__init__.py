@@ -1,9 +1,13 @@
-"""Executing graphs and plans: sequential reference, CPU threads, CUDA streams, distributed.
+"""Executing graphs and plans: sequential reference, CPU threads, CUDA streams.
 
 Who runs a task is its provider (:data:`cosched.codegen.plan.PROVIDERS`): on CPU by default
 onnxruntime, one session per segment of a stream (:mod:`cosched.execution.ort`); otherwise
 cosched's torch kernels, traced per task on CPU (:mod:`cosched.execution.traced`). How speed is
 measured: :mod:`cosched.isolated` (each runner alone in a fresh process).
+
+Layering: imports :mod:`cosched.codegen` (plans), :mod:`cosched.execution` (tasks) and
+:mod:`cosched.ir`; never the search or the cost model: it runs plans, it does not know
+schedules.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Schedule search: the schedule value, the simulator, baselines, the exact optimum and the
-Optuna-driven optimizer over a priority-list decoder."""
+Optuna-driven optimizer over a priority-list decoder.
+
+Layering: imports :mod:`cosched.costmodel` (latencies) and :mod:`cosched.ir`; never codegen or
+the runtime. Measuring finalists on the device is a callable passed in (``timer``), made in
+:mod:`cosched.calibration`."""
 
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ Stable API::
 Batch is always axis 0 of every input and output. Weights depend only on the seed (default
 0), never on torch's global random state, which building leaves untouched. Exports are cached
 under :func:`cache_dir` (``$COSCHED_CACHE_DIR`` or ``~/.cache/cosched/zoo``).
+
+Layering: beside :mod:`cosched.ir` at the bottom (imports :mod:`cosched.cache` and
+:mod:`cosched.errors`); only tests, benchmarks and the CLI use it.
 """
 
 from __future__ import annotations
