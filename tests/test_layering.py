@@ -1,8 +1,14 @@
-"""The package's layers only look down, and no modules import each other in a circle.
+"""Layering: cosched's layers only look down, and no modules import each other in a circle.
 
-Every import is counted, including those inside functions (a lazy import is still a
-dependency). A layer may import its own and lower layers; the order is the pipeline's, and
-each package's ``__init__`` docstring states its place.
+:func:`import_graph` has an edge ``a -> b`` for every import of cosched module ``b`` written
+anywhere in module ``a``: at the top, inside functions, and under ``if TYPE_CHECKING``, since
+an import hidden in a function is still a dependency. A package's ``__init__`` is the node
+named after the package; the implicit "a submodule needs its package" link is not an edge,
+so a package that re-exports its submodules is no cycle. ``from pkg import name`` points at
+``pkg.name`` when that is a module, else at ``pkg``.
+
+A module may import its own and lower layers (:data:`LAYERS`, the pipeline's order); each
+package's ``__init__`` docstring states its place.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "cosched"
+import cosched
 
-#: lowest first; a module belongs to the first entry that is a prefix of its name
+ROOT = Path(cosched.__file__).parent
+
+#: Lowest first; a module belongs to the entry holding it or a package above it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cosched.errors", "cosched.paths", "cosched.cache"),
     ("cosched.ir", "cosched.ops", "cosched.zoo", "cosched.viz"),
@@ -26,55 +34,82 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cosched.runtime",),                    # executing plans
     ("cosched.calibration", "cosched.compiled", "cosched.onnx_backend", "cosched.backend"),
     ("cosched.options", "cosched.api"),      # the pipeline wired
-    ("cosched.isolated", "cosched.cli", "cosched"),  # surfaces and harnesses
+    ("cosched.isolated", "cosched.cli", "cosched"),  # surfaces and harnesses; the package root
 )
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph() -> nx.DiGraph:
-    """Module -> module edges for every ``import`` of a cosched module, anywhere in a file."""
-    modules = {module_name(p): p for p in ROOT.rglob("*.py")}
+def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
+    """The names (modules, or names inside modules) that one import statement reads."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        package = module.split(".") if is_package else module.split(".")[:-1]
+        anchor = package[: len(package) - node.level + 1]
+        base = ".".join([*anchor, base] if base else anchor)
+    return [f"{base}.{alias.name}" for alias in node.names]
 
-    def resolve(name: str) -> str | None:
-        while name and name not in modules:
-            name = name.rpartition(".")[0]
-        return name or None
 
+def _resolve(name: str, modules: set[str]) -> str | None:
+    """The longest prefix of dotted ``name`` that is a cosched module, or None."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in modules:
+            return candidate
+    return None
+
+
+def import_graph(root: Path = ROOT) -> nx.DiGraph:
+    """Modules of the package at ``root`` as nodes; ``a -> b`` (with the ``line``) where
+    ``a`` imports ``b``."""
+    files = {_module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     graph = nx.DiGraph()
-    graph.add_nodes_from(modules)
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*up, base] if base else up)
-                # `from pkg import mod` imports pkg.mod when it is a module, else a name of pkg
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                           for alias in node.names]
-            else:
+    graph.add_nodes_from(files)
+    modules = set(files)
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
                 continue
-            for target in targets:
-                resolved = resolve(target) if target.startswith("cosched") else None
-                if resolved and resolved != name:
-                    graph.add_edge(name, resolved, line=node.lineno)
+            for name in _imported(node, module, path.name == "__init__.py"):
+                target = _resolve(name, modules)
+                if target is not None and target != module:
+                    graph.add_edge(module, target, line=node.lineno)
     return graph
 
 
 def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of the most specific entry holding ``module``."""
+    best = None
     for index, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes if p != "cosched"):
-            return index
-    if module == "cosched":
-        return len(LAYERS) - 1
-    raise AssertionError(f"{module} is in no layer; add it to LAYERS in {__file__}")
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    if best is None:
+        raise AssertionError(f"{module} is in no layer; add it to LAYERS in {__file__}")
+    return best[0]
+
+
+def test_import_graph_sees_imports_inside_functions(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("from pkg.a import f\n")
+    (package / "a.py").write_text("def f():\n    from pkg.sub import b\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "b.py").write_text("from .. import a\nfrom . import c\nimport pkg.sub.c\n")
+    (package / "sub" / "c.py").write_text("from pkg.a import f\n")
+    graph = import_graph(package)
+    assert set(graph.edges) == {
+        ("pkg", "pkg.a"), ("pkg.a", "pkg.sub.b"), ("pkg.sub.b", "pkg.a"),
+        ("pkg.sub.b", "pkg.sub.c"), ("pkg.sub.c", "pkg.a"),
+    }
+    assert sorted(map(sorted, nx.simple_cycles(graph))) == [["pkg.a", "pkg.sub.b"], ["pkg.a", "pkg.sub.b", "pkg.sub.c"]]
 
 
 def test_every_module_has_a_layer() -> None:
@@ -86,15 +121,17 @@ def test_no_module_imports_a_higher_layer() -> None:
     graph = import_graph()
     upward = [f"{a} (layer {layer_of(a)}, line {graph.edges[a, b]['line']}) imports {b} (layer {layer_of(b)})"
               for a, b in graph.edges if layer_of(b) > layer_of(a)]
-    assert not upward, "imports that look up:\n" + "\n".join(sorted(upward))
+    assert not upward, "imports that look up; move the shared piece down or pass it in:\n" + "\n".join(sorted(upward))
 
 
 def test_no_import_cycles() -> None:
     cycles = sorted(" -> ".join([*c, c[0]]) for c in nx.simple_cycles(import_graph()))
-    assert not cycles, "modules that import each other in a circle:\n" + "\n".join(cycles)
+    assert not cycles, ("modules that import each other in a circle; move the shared piece into a lower "
+                        "module, or have the caller pass it in:\n" + "\n".join(cycles))
 
 
-@pytest.mark.parametrize("package", [ROOT, *sorted(p.parent for p in ROOT.glob("*/__init__.py"))], ids=lambda p: p.name)
+@pytest.mark.parametrize("package", [ROOT, *sorted(p.parent for p in ROOT.glob("*/__init__.py"))],
+                         ids=lambda p: p.name)
 def test_each_package_states_its_layering(package: Path) -> None:
     doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
     assert "Layering:" in doc, f"{package}/__init__.py: its docstring should say what it may import (Layering: ...)"

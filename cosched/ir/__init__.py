@@ -9,7 +9,7 @@ from cosched.ir.analysis import analyse, critical_path
 from cosched.ir.fusion import fuse
 from cosched.ir.graph import Graph, Op, OpCost, Task, TenantInfo, TensorInfo, WeightRef
 from cosched.ir.onnx_import import load_models, read_weights
-from cosched.ir.summary import GraphSummary, format_summary
+from cosched.ir.summary import GraphSummary, format_summary, summarize
 
 __all__ = [
     "Graph",
@@ -26,4 +26,5 @@ __all__ = [
     "fuse",
     "load_models",
     "read_weights",
+    "summarize",
 ]

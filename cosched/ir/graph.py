@@ -18,15 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
 
 from cosched.errors import GraphError
-
-if TYPE_CHECKING:
-    from cosched.ir.summary import GraphSummary
 
 __all__ = [
     "Graph",
@@ -278,12 +275,6 @@ class Graph:
                 if outside or out in graph_outputs:
                     outs.append(out)
         return tuple(outs)
-
-    def summary(self) -> GraphSummary:
-        """Per-tenant and total ops, tasks, GFLOPs, MB of weights and activations, critical path."""
-        from cosched.ir.summary import summarize  # analysis builds on this module
-
-        return summarize(self)
 
     # ------------------------------------------------------------- networkx
     def to_networkx(self, level: Literal["op", "task"] = "op") -> nx.DiGraph:

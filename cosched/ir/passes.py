@@ -4,20 +4,18 @@ A :class:`Pass` is a named, functional transformation of a :class:`~cosched.ir.g
 Calling it verifies the input graph, runs :meth:`Pass.run`, and verifies the result, so a
 broken invariant is reported by the pass that made it, not three stages later. A failure
 inside a pass is re-raised as the same :class:`~cosched.errors.CoschedError` subclass with
-the pass's name (and, in a :class:`Sequential`, the passes that ran before it) in front of
-the message; any other exception gets the same context as a note, so tracebacks still
-point at the bug.
+the pass's name in front of the message; any other exception gets the same context as a
+note, so tracebacks still point at the bug.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 
 from cosched.errors import CoschedError, GraphError
 from cosched.ir.graph import Graph
 
-__all__ = ["Pass", "Sequential"]
+__all__ = ["Pass"]
 
 
 class Pass(ABC):
@@ -39,43 +37,14 @@ class Pass(ABC):
             graph.verify()
         except GraphError as exc:
             raise GraphError(f"pass {self.label!r} got an invalid graph: {exc}") from exc
-        result = self._run_wrapped(graph, ())
+        try:
+            result = self.run(graph)
+        except CoschedError as exc:
+            raise type(exc)(f"pass {self.label!r} failed: {exc}") from exc
+        except Exception as exc:
+            exc.add_note(f"raised in pass {self.label!r}")
+            raise
         try:
             return result.verify()
         except GraphError as exc:
             raise GraphError(f"pass {self.label!r} produced an invalid graph: {exc}") from exc
-
-    def _run_wrapped(self, graph: Graph, before: tuple[str, ...]) -> Graph:
-        context = f"pass {self.label!r}"
-        if before:
-            context += f" (after {', '.join(before)})"
-        try:
-            return self.run(graph)
-        except CoschedError as exc:
-            raise type(exc)(f"{context} failed: {exc}") from exc
-        except Exception as exc:
-            exc.add_note(f"raised in {context}")
-            raise
-
-
-class Sequential(Pass):
-    """Runs passes in order; a failure names the pass and the passes that ran before it."""
-
-    def __init__(self, passes: Iterable[Pass], name: str = "") -> None:
-        self.passes = tuple(passes)
-        self.name = name or "Sequential(" + ", ".join(p.label for p in self.passes) + ")"
-
-    def run(self, graph: Graph) -> Graph:
-        done: list[str] = []
-        for p in self.passes:
-            graph = p._run_wrapped(graph, tuple(done))
-            try:
-                graph.verify()
-            except GraphError as exc:
-                raise GraphError(f"pass {p.label!r} produced an invalid graph: {exc}") from exc
-            done.append(p.label)
-        return graph
-
-    def _run_wrapped(self, graph: Graph, before: tuple[str, ...]) -> Graph:
-        # Inner passes already name themselves and their predecessors.
-        return self.run(graph)

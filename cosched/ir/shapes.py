@@ -18,7 +18,7 @@ shape, or a :class:`ShapeError` names the tensor and the op producing it.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,7 +179,13 @@ def resolve(
     while True:  # each round folds at least one node, so this ends
         work = _working_model(model, remaining, inputs, small, folded, outputs)
         inferred = _infer(tenant, work)
-        kept = [(name, node) for name, node in remaining if not _fold(tenant, name, node, env, inferred, opset, folded)]
+        kept: list[NamedNode] = []
+        for name, node in remaining:  # a value folded here is seen by the nodes after it
+            outs = _evaluate(tenant, name, node, env, inferred, opset)
+            if outs is None:
+                kept.append((name, node))
+            else:
+                folded.update((out, value) for out, value in zip(node.output, outs, strict=True) if out)
         if len(kept) == len(remaining):
             break
         remaining = kept
@@ -247,24 +253,6 @@ def _infer(tenant: str, work: onnx.ModelProto) -> dict[str, Typed]:
             shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
             types[vi.name] = Typed(tt.elem_type, shape if tt.HasField("shape") else (None,))
     return types
-
-
-def _fold(
-    tenant: str,
-    name: str,
-    node: onnx.NodeProto,
-    env: Mapping[str, np.ndarray],
-    inferred: Mapping[str, Typed],
-    opset: int,
-    folded: MutableMapping[str, np.ndarray],
-) -> bool:
-    outs = _evaluate(tenant, name, node, env, inferred, opset)
-    if outs is None:
-        return False
-    for out, value in zip(node.output, outs, strict=True):
-        if out:
-            folded[out] = value
-    return True
 
 
 def _evaluate(

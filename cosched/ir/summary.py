@@ -1,4 +1,4 @@
-"""Graph.summary(): per-tenant and total counts, FLOPs, memory and critical path, as data.
+"""summarize(graph): per-tenant and total counts, FLOPs, memory and critical path, as data.
 
 * ``ops``, ``tasks``: counts (``tasks`` is 0 before fusion or import assigns tasks).
 * ``flops``, ``bytes_moved``: sums of the analysed op costs (see :mod:`cosched.ir.analysis`).

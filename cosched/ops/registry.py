@@ -8,6 +8,10 @@ everywhere.
 An implementation is called as ``fn(ctx, *inputs)``: ``ctx`` is an :class:`OpContext` (the
 node's attributes, the opset, the number of outputs wanted), ``inputs`` are torch tensors,
 or None for an omitted optional input. It returns one tensor or a tuple of tensors.
+
+This module knows no implementation: they import :func:`register` from here, and the
+:mod:`cosched.ops` package imports them, so any import of ``cosched.ops.registry`` (which
+runs the package first) finds the registry filled.
 """
 
 from __future__ import annotations
@@ -103,13 +107,11 @@ def _norm(domain: str) -> str:
 
 
 def is_supported(op_type: str, opset: int, domain: str = "") -> bool:
-    _load_implementations()
     return _entry(op_type, opset, domain) is not None
 
 
 def lookup(op_type: str, opset: int, domain: str = "") -> OpImpl:
     """The implementation of ``op_type`` at ``opset``; :class:`UnsupportedOpError` if none."""
-    _load_implementations()
     entry = _entry(op_type, opset, domain)
     if entry is None:
         ranges = [f"{e.since}..{e.until}" for e in _REGISTRY.get((_norm(domain), op_type), ())]
@@ -121,7 +123,6 @@ def lookup(op_type: str, opset: int, domain: str = "") -> OpImpl:
 
 def supported_ops() -> list[tuple[str, tuple[int, int]]]:
     """Every (op_type, (first opset, last opset)) the registry implements, sorted."""
-    _load_implementations()
     return sorted(
         (e.op_type if not e.domain else f"{e.domain}.{e.op_type}", (e.since, e.until))
         for entries in _REGISTRY.values()
@@ -143,8 +144,3 @@ def run_op(
     ctx = OpContext(op_type, opset, attrs or {}, num_outputs, name)
     result = fn(ctx, *inputs)
     return result if isinstance(result, tuple) else (result,)
-
-
-def _load_implementations() -> None:
-    """Import the modules that register implementations (once; imports are cached)."""
-    from cosched.ops import implementations  # noqa: F401

@@ -103,43 +103,44 @@ class _Search:
     def run(self, lists: Lists, sim: SimResult, budget: int) -> tuple[Lists, SimResult, int]:
         """Climb to a local optimum, then kick it with jump moves and climb again while it pays."""
         lists, sim, moves = self._climb(lists, sim, budget)
-        best = self.score(sim)
-        kicked = True
-        while kicked and self.spent < budget:
-            kicked = False
-            for candidate in self._jumps(lists, sim):
-                if self.spent >= budget:
-                    break
-                self.spent += 1
-                trial = self._simulate(candidate)
-                if trial is None:
-                    continue
-                after, trial, more = self._climb(candidate, trial, budget)
-                if _better(self.score(trial), best):
-                    lists, sim, best = after, trial, self.score(trial)
-                    moves += more + 1
-                    kicked = True
-                    break
-        return lists, sim, moves
+        lists, sim, kicks = self._descend(
+            lists, sim, budget, self._jumps, lambda candidate, trial: self._climb(candidate, trial, budget)
+        )
+        return lists, sim, moves + kicks
 
     def _climb(self, lists: Lists, sim: SimResult, budget: int) -> tuple[Lists, SimResult, int]:
         """First-improvement hill climbing until no neighbour is better or the budget is spent."""
+        return self._descend(lists, sim, budget, self._neighbours, lambda candidate, trial: (candidate, trial, 0))
+
+    def _descend(
+        self,
+        lists: Lists,
+        sim: SimResult,
+        budget: int,
+        candidates: Callable[[Lists, SimResult], Iterator[Lists]],
+        settle: Callable[[Lists, SimResult], tuple[Lists, SimResult, int]],
+    ) -> tuple[Lists, SimResult, int]:
+        """Take the first of ``candidates`` that, simulated and then ``settle``d (a climb from
+        it, or nothing), scores strictly better; repeat from there until none does or the
+        budget is spent. Returns the lists, their simulation and the moves made (each taken
+        candidate is one, plus the moves ``settle`` reports)."""
         best = self.score(sim)
         moves = 0
         improved = True
         while improved and self.spent < budget:
             improved = False
-            for candidate in self._neighbours(lists, sim):
+            for candidate in candidates(lists, sim):
                 if self.spent >= budget:
                     break
                 self.spent += 1
                 trial = self._simulate(candidate)
                 if trial is None:
                     continue
+                after, trial, more = settle(candidate, trial)
                 value = self.score(trial)
                 if _better(value, best):
-                    lists, sim, best = candidate, trial, value
-                    moves += 1
+                    lists, sim, best = after, trial, value
+                    moves += more + 1
                     improved = True
                     break
         return lists, sim, moves

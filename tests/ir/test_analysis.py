@@ -6,7 +6,7 @@ import pytest
 from tiny_graphs import GraphBuilder
 
 from cosched.errors import GraphError, ShapeError
-from cosched.ir import analyse, critical_path, format_summary, fuse
+from cosched.ir import analyse, critical_path, format_summary, fuse, summarize
 from cosched.ir.analysis import cost_by_tenant, op_cost, total_cost
 from cosched.ir.graph import OpCost
 
@@ -231,7 +231,7 @@ def test_critical_path_by_flops_over_ops_and_tasks() -> None:
 def test_summary_numbers_and_table() -> None:
     b = _two_tenants()
     graph = fuse(b.build(b.outputs))  # type: ignore[attr-defined]
-    summary = graph.summary()  # analyses a copy: the graph has no costs yet
+    summary = summarize(graph)  # analyses a copy: the graph has no costs yet
     a, bb = summary.tenants
     assert (a.name, a.ops, a.tasks) == ("a", 3, 1)
     assert (bb.name, bb.ops, bb.tasks) == ("b", 1, 1)

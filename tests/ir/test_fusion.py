@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 from tiny_graphs import GraphBuilder
 
-from cosched.ir import analyse, fuse
+from cosched.ir import analyse, fuse, summarize
 from cosched.ir.fusion import OpKind, op_kind
 from cosched.ir.graph import Graph, Task
 
@@ -199,7 +199,7 @@ def test_every_tiny_zoo_model_fuses(legacy: bool) -> None:
 
     paths = [zoo.export(name, size="tiny", legacy=legacy) for name in zoo.names()]
     graph = fuse(analyse(load_models(paths)))
-    summary = graph.summary()
+    summary = summarize(graph)
     for tenant in summary.tenants:
         assert tenant.tasks < 0.8 * tenant.ops, f"{tenant.name}: {tenant.tasks} tasks for {tenant.ops} ops"
         assert tenant.flops > 0

@@ -9,7 +9,7 @@ from cosched.errors import GraphError, ShapeError
 from cosched.ir.analysis import Analyse
 from cosched.ir.fusion import Fuse
 from cosched.ir.graph import Graph, Task
-from cosched.ir.passes import Pass, Sequential
+from cosched.ir.passes import Pass
 
 
 def _graph() -> Graph:
@@ -36,26 +36,14 @@ class _DropsOps(Pass):
         return graph.replace(tasks=(Task(0, "m", ("m/nope",)),))
 
 
-def test_sequential_runs_passes_in_order() -> None:
-    graph = Sequential([Fuse(), Analyse()])(_graph())
-    assert graph.ops[0].cost is not None and graph.ops[0].cost.flops == 6
-    assert len(graph.tasks) == 1
-
-
 def test_failure_is_reraised_with_the_pass_name_and_same_type() -> None:
     with pytest.raises(ShapeError, match=r"pass 'raiser' failed: tensor 'm/t' is bad"):
         _Raises(ShapeError("tensor 'm/t' is bad"))(_graph())
 
 
-def test_sequential_names_the_passes_that_ran_before() -> None:
-    pipeline = Sequential([Analyse(), _Raises(ShapeError("boom"))])
-    with pytest.raises(ShapeError, match=r"pass 'raiser' \(after analyse\) failed: boom"):
-        pipeline(_graph())
-
-
 def test_invalid_result_is_caught_at_the_pass_that_made_it() -> None:
     with pytest.raises(GraphError, match=r"pass 'dropper' produced an invalid graph.*m/nope"):
-        Sequential([Analyse(), _DropsOps(), Fuse()])(_graph())
+        _DropsOps()(Analyse()(_graph()))
 
 
 def test_invalid_input_graph_is_refused() -> None:

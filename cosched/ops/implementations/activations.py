@@ -151,12 +151,17 @@ def _half_softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     return (e / e.sum(dim=dim, keepdim=True).half().float()).half()
 
 
-@register("Softmax", 13, MAX_OPSET)
-def softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
+def _softmax(ctx: OpContext, x: torch.Tensor, log: bool) -> torch.Tensor:
+    """Opset >= 13 Softmax (``log`` False) or LogSoftmax along ``axis`` (default -1)."""
     dim = int(ctx.attr("axis", -1))
     if x.dtype == torch.float16:
-        return _half_softmax(x, dim, log=False)
-    return torch.softmax(x, dim=dim)
+        return _half_softmax(x, dim, log=log)
+    return torch.log_softmax(x, dim=dim) if log else torch.softmax(x, dim=dim)
+
+
+@register("Softmax", 13, MAX_OPSET)
+def softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
+    return _softmax(ctx, x, log=False)
 
 
 @register("LogSoftmax", 1, 12)
@@ -166,10 +171,7 @@ def log_softmax_legacy(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
 
 @register("LogSoftmax", 13, MAX_OPSET)
 def log_softmax(ctx: OpContext, x: torch.Tensor) -> torch.Tensor:
-    dim = int(ctx.attr("axis", -1))
-    if x.dtype == torch.float16:
-        return _half_softmax(x, dim, log=True)
-    return torch.log_softmax(x, dim=dim)
+    return _softmax(ctx, x, log=True)
 
 
 @register("Hardmax", 13, MAX_OPSET)

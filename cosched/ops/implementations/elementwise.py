@@ -193,22 +193,23 @@ def _variadic(ctx: OpContext, inputs: tuple[Tensor, ...]) -> None:
     check_dtypes(ctx, *inputs)
 
 
-@register("Max", since=8)
-def max_(ctx: OpContext, *inputs: Tensor) -> Tensor:
+def _extreme(ctx: OpContext, inputs: tuple[Tensor, ...], pick: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Max or Min (``pick``: torch.maximum or torch.minimum) of all inputs, broadcast."""
     _variadic(ctx, inputs)
     out = ordered(inputs[0])
     for t in inputs[1:]:
-        out = torch.maximum(out, ordered(t))
+        out = pick(out, ordered(t))
     return from_ordered(out.expand(torch.broadcast_shapes(*(t.shape for t in inputs))), inputs[0].dtype)
+
+
+@register("Max", since=8)
+def max_(ctx: OpContext, *inputs: Tensor) -> Tensor:
+    return _extreme(ctx, inputs, torch.maximum)
 
 
 @register("Min", since=8)
 def min_(ctx: OpContext, *inputs: Tensor) -> Tensor:
-    _variadic(ctx, inputs)
-    out = ordered(inputs[0])
-    for t in inputs[1:]:
-        out = torch.minimum(out, ordered(t))
-    return from_ordered(out.expand(torch.broadcast_shapes(*(t.shape for t in inputs))), inputs[0].dtype)
+    return _extreme(ctx, inputs, torch.minimum)
 
 
 @register("Sum", since=8)

@@ -35,18 +35,24 @@ def batch_norm(
     ).to(x.dtype)
 
 
-@register("LayerNormalization", 17, MAX_OPSET)
-def layer_norm(
-    ctx: OpContext, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """Normalise over axes ``axis..rank-1``; optional Mean and InvStdDev outputs."""
+def _stashed(ctx: OpContext, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], float]:
+    """For LayerNormalization and RMSNormalization: ``x`` in the stash type (stash_type=1,
+    the default: float32, or float64 for float64 input; otherwise x's own dtype), the
+    normalised axes ``axis..rank-1``, and epsilon."""
     axis = int(ctx.attr("axis", -1)) % x.dim()
     eps = float(ctx.attr("epsilon", 1e-5))
     stash = torch.float64 if x.dtype == torch.float64 else torch.float32
     if int(ctx.attr("stash_type", 1)) != 1:
         stash = x.dtype
-    work = x.to(stash)
-    dims = tuple(range(axis, x.dim()))
+    return x.to(stash), tuple(range(axis, x.dim())), eps
+
+
+@register("LayerNormalization", 17, MAX_OPSET)
+def layer_norm(
+    ctx: OpContext, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Normalise over axes ``axis..rank-1``; optional Mean and InvStdDev outputs."""
+    work, dims, eps = _stashed(ctx, x)
     mean = work.mean(dim=dims, keepdim=True)
     var = ((work - mean) ** 2).mean(dim=dims, keepdim=True)
     inv_std = torch.rsqrt(var + eps)
@@ -102,12 +108,6 @@ def rms_norm(
     ctx: OpContext, x: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor:
     """``x / sqrt(mean(x^2 over axis..rank-1) + epsilon) * scale``, computed in stash_type."""
-    axis = int(ctx.attr("axis", -1)) % x.dim()
-    eps = float(ctx.attr("epsilon", 1e-5))
-    stash = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if int(ctx.attr("stash_type", 1)) != 1:
-        stash = x.dtype
-    work = x.to(stash)
-    dims = tuple(range(axis, x.dim()))
+    work, dims, eps = _stashed(ctx, x)
     inv = torch.rsqrt((work * work).mean(dim=dims, keepdim=True) + eps)
     return (work * inv).to(x.dtype) * scale
