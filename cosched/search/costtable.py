@@ -156,17 +156,20 @@ class CostTable:
         cover of the DAG's transitive reduction, from a maximum matching of its edges
         (Nimble's stream assignment). Tasks of one chain can share a stream with no event
         between them."""
+        # Integer nodes (task t's out side is t, its in side n + t): the matching found
+        # depends on the order sets of nodes iterate in, which for str-holding tuples changes
+        # with PYTHONHASHSEED, so the same compile gave other plans in other processes.
+        n = self.n
         reduction = nx.transitive_reduction(self.dag)
         bipartite = nx.Graph()
-        left = [("out", t) for t in range(self.n)]
-        bipartite.add_nodes_from(left, bipartite=0)
-        bipartite.add_nodes_from((("in", t) for t in range(self.n)), bipartite=1)
-        bipartite.add_edges_from((("out", u), ("in", v)) for u, v in reduction.edges())
-        matching = nx.bipartite.hopcroft_karp_matching(bipartite, top_nodes=left)
-        nxt: list[int | None] = [None] * self.n
-        for (side, u), (_, v) in matching.items():
-            if side == "out":
-                nxt[u] = v
+        bipartite.add_nodes_from(range(n), bipartite=0)
+        bipartite.add_nodes_from(range(n, 2 * n), bipartite=1)
+        bipartite.add_edges_from((u, n + v) for u, v in sorted(reduction.edges()))
+        matching = nx.bipartite.hopcroft_karp_matching(bipartite, top_nodes=range(n))
+        nxt: list[int | None] = [None] * n
+        for u, v in matching.items():
+            if u < n:
+                nxt[u] = v - n
         return tuple(nxt)
 
     @cached_property
