@@ -3,7 +3,7 @@
 :func:`check_plan` is what :func:`cosched.codegen.plan.load_plan` runs after the JSON
 Schema: every id names something the plan has, events are recorded where they say, buffer
 sizes match their shapes, and :func:`~cosched.codegen.verify.verify_plan` proves the streams
-race-free. Kept apart from the plan value and its (de)serialisation in ``plan.py``.
+race-free. Kept apart from the plan value and its (de)serialisation in ``planformat.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from cosched.codegen.plan import Plan
+from cosched.codegen.planformat import Plan
 from cosched.codegen.verify import verify_plan
 from cosched.errors import PlanError
 

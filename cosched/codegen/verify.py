@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import networkx as nx
 
-from cosched.codegen.plan import Plan
+from cosched.codegen.planformat import Plan
 from cosched.errors import PlanError
 from cosched.ir.graph import Graph
 

@@ -10,7 +10,7 @@
 # and the total, and fails if the total exceeds 40 MiB: the whole tree that travels, these
 # wheels included, must stay under 64 MiB.
 #
-# The pins are the full closure of xgboost-cpu, optuna and jsonschema, less what the image
+# The pins are the full closure of xgboost-cpu, optuna and pydantic, less what the image
 # already holds (numpy, scipy, packaging, pyyaml, tqdm, typing-extensions, markupsafe, attrs;
 # its list is in the device notes, KINDS.md). Not needed: greenlet (SQLAlchemy 2.1 needs it
 # only for its asyncio extra), tomli (Python < 3.11 only), colorama (Windows only).
@@ -26,10 +26,10 @@ PINS=(
     colorlog==6.12.0
     mako==1.4.3                       # needs markupsafe
     sqlalchemy==2.1.9                 # needs typing-extensions
-    jsonschema==4.26.0                # needs attrs, jsonschema-specifications, referencing, rpds-py
-    jsonschema-specifications==2025.9.1
-    referencing==0.37.0               # needs attrs, rpds-py, typing-extensions
-    rpds-py==0.30.0                   # compiled: the cp312 wheel
+    pydantic==2.13.4                  # plan JSON; needs annotated-types, pydantic-core, typing-extensions, typing-inspection
+    pydantic-core==2.46.4             # compiled: the cp312 wheel
+    annotated-types==0.7.0
+    typing-inspection==0.4.2          # needs typing-extensions
 )
 MAX_BYTES=$((40 * 1024 * 1024))
 DEST=.whl

@@ -13,7 +13,7 @@ import pytest
 from plan_graphs import per_tenant_streams, random_streams, tenant_mix
 
 from cosched.codegen import emit_python, load_plan, lower, plan_schema, save_plan
-from cosched.codegen.plan import Plan
+from cosched.codegen.plan import Plan, plan_to_json
 from cosched.codegen.rebuild import apply_tasks
 from cosched.errors import ConfigError, DeviceError, GraphError, PlanError
 
@@ -45,7 +45,7 @@ def test_schema_is_draft_2020_12_and_accepts_plans(saved: tuple[Plan, Path]) -> 
     schema = plan_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema).validate(plan.to_dict())
+    jsonschema.Draft202012Validator(schema).validate(plan_to_json(plan))
 
 
 def test_save_without_copy_keeps_absolute_paths(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from cosched import zoo
 from cosched.calibration import ort_in_situ
 from cosched.codegen import lower
 from cosched.codegen.emit import emit_python, load_module
-from cosched.codegen.plan import Plan
+from cosched.codegen.plan import Plan, plan_from_json, plan_to_json
 from cosched.codegen.steps import segments
 from cosched.errors import ConfigError, PlanError, UnsupportedOpError
 from cosched.execution.bindings import bind_inputs
@@ -86,7 +86,7 @@ def test_lower_refuses_an_unknown_provider(tmp_path: Path) -> None:
 def test_provider_survives_the_plan_round_trip(tmp_path: Path) -> None:
     g = tenant_mix(tmp_path)
     plan = _plan(g, random_streams(g, 2, 3))
-    again = Plan.from_dict(plan.to_dict())
+    again = plan_from_json(plan_to_json(plan))
     assert {t.provider for t in again.tasks} == {"ort"}
     assert segments(again) == segments(plan)
 
