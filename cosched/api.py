@@ -99,7 +99,7 @@ def compile(
     check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
     check_supported(graph.ops)                                    # a plan that could never run
     _check_slo_tenants(slo_ms, graph.tenant_names)                # before any profiling
-    graph = analyse(fuse(graph)).verify()                         # tasks, then their costs
+    graph = analyse(fuse(graph))                                  # tasks, then their costs (each verifies its result)
     model = resolve_cost_model(cost_model, spec, graph, profile_budget_s, progress)
     runtime = calibration.runtime_costs(spec, model)                          # dispatch, waits, threads
     measured, cuts = calibration.in_situ(graph, spec, in_situ, provider)  # task latencies in context
