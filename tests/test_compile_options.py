@@ -64,7 +64,7 @@ def test_slos_are_held_as_a_read_only_copy() -> None:
     assert dict(options.slo_ms) == {"a": 5.0}
     with pytest.raises(TypeError):
         options.slo_ms["c"] = 2.0  # type: ignore[index]
-    assert dict(CompileOptions(slo_ms=None).slo_ms) == {}
+    assert dict(CompileOptions(slo_ms=None).slo_ms) == {}  # type: ignore[arg-type]  # as compile() always took it
 
 
 def test_updated_checks_like_new_options_and_refuses_unknown_names() -> None:
