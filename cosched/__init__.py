@@ -2,12 +2,14 @@
 
 Public API::
 
-    plan = cosched.compile(["resnet50.onnx", "bert.onnx"], device="cpu")
+    plan = cosched.compile(["resnet50.onnx", "bert.onnx"], device="cpu", trials=200)
+    options = cosched.CompileOptions(device="cpu", trials=200)   # the same options as one value
+    plan = cosched.compile(["resnet50.onnx", "bert.onnx"], options, seed=1)  # ... and one changed
     outputs = plan.run(inputs)          # {tenant: {output name: array}}
     plan.save("plan_dir"); plan = cosched.load("plan_dir")
 
-``compile``, ``load`` and ``CompiledPlan`` are imported on first use, so ``import cosched``
-stays cheap (torch, onnx and optuna load only when the pipeline is used).
+``compile``, ``load``, ``CompileOptions`` and ``CompiledPlan`` are imported on first use, so
+``import cosched`` stays cheap (torch, onnx and optuna load only when the pipeline is used).
 
 Layering: lowest first, a package imports only its own and lower layers (checked by
 ``tests/test_layering.py``): errors, paths, cache -> ir, ops (and zoo, viz) -> execution (how
@@ -25,8 +27,9 @@ from cosched.errors import CoschedError
 if TYPE_CHECKING:
     from cosched.api import compile, load
     from cosched.compiled import CompiledPlan
+    from cosched.options import CompileOptions
 
-__all__ = ["CompiledPlan", "CoschedError", "__version__", "compile", "errors", "load"]
+__all__ = ["CompileOptions", "CompiledPlan", "CoschedError", "__version__", "compile", "errors", "load"]
 
 __version__ = "0.1.0"
 
@@ -40,4 +43,8 @@ def __getattr__(name: str) -> Any:
         from cosched.compiled import CompiledPlan
 
         return CompiledPlan
+    if name == "CompileOptions":
+        from cosched.options import CompileOptions
+
+        return CompileOptions
     raise AttributeError(f"module 'cosched' has no attribute {name!r}")

@@ -15,6 +15,7 @@ __all__ = [
     "GraphError",
     "InputError",
     "ModelLoadError",
+    "OptionError",
     "PlanError",
     "ProfileError",
     "RuntimeFailure",
@@ -31,6 +32,24 @@ class CoschedError(Exception):
 
 class ConfigError(CoschedError):
     """An option or argument is invalid: duplicate tenant names, a bad batch, a bad flag."""
+
+
+class OptionError(ConfigError):
+    """A compile option out of range (see :class:`cosched.CompileOptions`). ``option`` names it
+    (``key``: the tenant, for a per-tenant option), ``problem`` says the rest of the message and
+    ``see`` names another option the fix involves, so that a front end can word the message in
+    its own terms (:meth:`worded`), as the CLI names flags."""
+
+    def __init__(self, option: str, problem: str, key: str | None = None, see: str | None = None) -> None:
+        self.option, self.problem, self.key, self.see = option, problem, key, see
+        super().__init__(self.worded(option if key is None else f"{option}[{key!r}]", see))
+
+    def worded(self, subject: str, see: str | None = None) -> str:
+        """The message, calling the option ``subject`` and the other option it involves ``see``."""
+        return f"{subject} {self.problem}" + (f" ({see})" if see else "")
+
+    def __reduce__(self) -> tuple[type[OptionError], tuple[str, str, str | None, str | None]]:
+        return type(self), (self.option, self.problem, self.key, self.see)
 
 
 class ModelLoadError(CoschedError):

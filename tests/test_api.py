@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ import cosched.ir
 from cosched import zoo
 from cosched.compiled import CompiledPlan, max_abs_diff
 from cosched.errors import ConfigError, DeviceError, InputError, RuntimeFailure
+from cosched.options import CompileOptions
+from cosched.search import SearchConfig
 
 TENANTS = ("squeezenet1_1", "bert", "dlrm")
 
@@ -225,6 +228,41 @@ def test_bad_compile_arguments_are_config_errors_naming_the_argument(
 def test_compile_of_nothing_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="models must be"):
         cosched.compile(None)  # type: ignore[arg-type]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _search_config(monkeypatch: pytest.MonkeyPatch, models: list[Path], *args: Any, **kwargs: Any) -> SearchConfig:
+    """The SearchConfig that ``cosched.compile(models, *args, **kwargs)`` hands the search."""
+    seen = []
+
+    def optimize(table: Any, config: SearchConfig, timer: Any) -> Any:
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr("cosched.api.optimize", optimize)
+    with pytest.raises(_Stop):
+        cosched.compile(models, *args, **kwargs)
+    return seen[0]
+
+
+def test_compile_with_options_or_keywords_searches_alike(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keywords = {"cost_model": "roofline", "in_situ": False, "trials": 3, "seed": 4, "slo_ms": {"r": 50.0},
+                "max_streams": 2, "best_effort": True}
+    by_keywords = _search_config(monkeypatch, [tiny], **keywords)
+    by_options = _search_config(monkeypatch, [tiny], CompileOptions(**keywords))
+    overridden = _search_config(monkeypatch, [tiny], CompileOptions(**keywords | {"seed": 9}), seed=4)
+    assert by_keywords == by_options == overridden == CompileOptions(**keywords).search_config()
+    assert by_keywords.seed == 4 and dict(by_keywords.slo_ms) == {"r": 50.0}
+
+
+def test_compile_refuses_an_unknown_keyword_and_a_wrong_options_value(tiny: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown compile option\(s\) \['trails'\]; the options are \['names'"):
+        cosched.compile([tiny], trails=3)
+    with pytest.raises(ConfigError, match=r"options must be a cosched\.CompileOptions, got dict"):
+        cosched.compile([tiny], {"trials": 3})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("where", [None, 5])

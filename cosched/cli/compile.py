@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from cosched.cli.io import parse_assignments
 from cosched.cli.options import add_model_options, check_model_file, parse_model_options
 from cosched.cli.show import format_predicted
-from cosched.errors import ConfigError
+from cosched.errors import ConfigError, OptionError
+from cosched.options import DEFAULTS, OBJECTIVES, PROVIDER_CHOICES, CompileOptions
 
-__all__ = ["format_report", "parse_slos", "register"]
+__all__ = ["FLAGS", "format_report", "options_from_args", "parse_slos", "register"]
+
+#: The flag that sets each compile option, for errors that name the option.
+FLAGS = {
+    "names": "--name", "device": "--device", "batch": "--batch", "input_shapes": "--shape",
+    "cost_model": "--cost-model", "trials": "--trials", "time_budget_s": "--time-budget", "seed": "--seed",
+    "slo_ms": "--slo", "objective": "--objective", "max_streams": "--max-streams",
+    "interference_threshold": "--interference-threshold", "best_effort": "--best-effort", "study": "--study",
+    "profile_budget_s": "--profile-budget", "measure": "--measure", "in_situ": "--no-in-situ",
+    "provider": "--provider", "progress": "--quiet",
+}
 
 EPILOG = """\
 examples:
@@ -36,40 +46,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("-o", "--output", required=True, metavar="PLAN_DIR", help="plan directory to write")
     add_model_options(parser)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default cpu)")
-    parser.add_argument("--cost-model", default="auto", metavar="DIR|roofline|auto",
+    parser.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:<i> (default %(default)s)")
+    parser.add_argument("--cost-model", default=DEFAULTS.cost_model, metavar="DIR|roofline|auto",
                         help="auto (default): this device's cached model, topped up by profiling the "
                              "task signatures its store lacks within --profile-budget seconds and "
                              "refitted (no cache: profile the models; nothing measured: roofline); "
                              "roofline: no profiling; DIR: written by `cosched profile`")
-    parser.add_argument("--profile-budget", type=float, default=60.0, metavar="S",
-                        help="seconds of profiling --cost-model auto may spend (default 60; 0: none)")
-    parser.add_argument("--trials", type=int, default=100, metavar="N", help="search trials (default 100)")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="S",
+    parser.add_argument("--profile-budget", dest="profile_budget_s", type=float, default=DEFAULTS.profile_budget_s,
+                        metavar="S", help="seconds of profiling --cost-model auto may spend (default %(default)s; 0: none)")
+    parser.add_argument("--trials", type=int, default=DEFAULTS.trials, metavar="N",
+                        help="search trials (default %(default)s)")
+    parser.add_argument("--time-budget", dest="time_budget_s", type=float, default=DEFAULTS.time_budget_s, metavar="S",
                         help="stop the search after S seconds even if trials remain")
-    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="search seed (default %(default)s)")
     parser.add_argument("--slo", action="extend", nargs="+", default=[], metavar="TENANT=MS",
                         help="latency objective of a tenant in ms (repeatable)")
-    parser.add_argument("--objective", choices=("makespan", "pareto"), default="makespan",
+    parser.add_argument("--objective", choices=OBJECTIVES, default=DEFAULTS.objective,
                         help="makespan (default), or pareto: makespan against the SLOs (NSGA-II)")
-    parser.add_argument("--max-streams", type=int, default=4, metavar="N", help="most streams (default 4)")
-    parser.add_argument("--interference-threshold", type=float, default=1.10, metavar="X",
+    parser.add_argument("--max-streams", type=int, default=DEFAULTS.max_streams, metavar="N",
+                        help="most streams (default %(default)s)")
+    parser.add_argument("--interference-threshold", type=float, default=DEFAULTS.interference_threshold, metavar="X",
                         help="largest predicted slowdown two overlapping tasks may inflict on each "
-                             "other (default 1.10); inf lifts the constraint (throughput first)")
-    parser.add_argument("--best-effort", action="store_true",
+                             "other (default %(default)s); inf lifts the constraint (throughput first)")
+    parser.add_argument("--best-effort", action="store_true", default=DEFAULTS.best_effort,
                         help="keep the best plan found even when an SLO cannot be met")
-    parser.add_argument("--provider", choices=("auto", "ort", "torch"), default="auto",
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default=DEFAULTS.provider,
                         help="who runs the tasks: onnxruntime sessions, one per run of a tenant's tasks "
                              "on a stream (CPU only), or cosched's torch kernels; auto (default): "
                              "onnxruntime on CPU, torch on CUDA")
-    parser.add_argument("--no-in-situ", dest="in_situ", action="store_false", default=None,
+    parser.add_argument("--no-in-situ", dest="in_situ", action="store_false", default=DEFAULTS.in_situ,
                         help="CPU: do not time the graph's tasks in context before the search (by "
                              "default they run one after another at one thread and at every core, "
                              "a few seconds, and the simulator charges those latencies)")
-    parser.add_argument("--measure", action="store_true",
+    parser.add_argument("--measure", action="store_true", default=DEFAULTS.measure,
                         help="run the best candidates and the sequential baseline on the device, "
                              "in this process, and keep the fastest measured")
-    parser.add_argument("--study", metavar="sqlite:///FILE.db",
+    parser.add_argument("--study", default=DEFAULTS.study, metavar="sqlite:///FILE.db",
                         help="persist the Optuna study there; running again resumes it for the same graph, cost "
                              "model and objective (another gets a new study in the same file)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -78,37 +90,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def parse_slos(specs: list[str], tenants: list[str] | None = None) -> dict[str, float]:
     """``["bert=5", "dlrm=2.5"]`` -> ``{"bert": 5.0, "dlrm": 2.5}``; errors name the spec,
-    and a tenant not among ``tenants`` (when given)."""
+    and a tenant not among ``tenants`` (when given). :class:`CompileOptions` checks the values."""
     slos = {}
     for tenant, text in parse_assignments(specs, "--slo", "bert=5").items():
         if tenants is not None and tenant not in tenants:
             raise ConfigError(f"--slo {tenant}={text}: unknown tenant {tenant!r}; tenants are {tenants}")
         try:
-            ms = float(text)
+            slos[tenant] = float(text)
         except ValueError:
             raise ConfigError(f"--slo {tenant}={text}: the SLO must be a number of ms, got {text!r}") from None
-        if not math.isfinite(ms):
-            raise ConfigError(f"--slo {tenant}={text}: the SLO must be a finite number of ms, got {text!r}")
-        if ms <= 0:
-            raise ConfigError(f"--slo {tenant}={text}: the SLO must be > 0 ms, got {ms:g}")
-        slos[tenant] = ms
     return slos
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Options and paths, before any work: a bad -o fails now, not after the search."""
+def options_from_args(args: argparse.Namespace) -> CompileOptions:
+    """The compile options that ``args`` give, checked; an error names the flag."""
+    model_options = parse_model_options(args)
+    try:
+        return CompileOptions(
+            **model_options, device=args.device, cost_model=args.cost_model, trials=args.trials,
+            time_budget_s=args.time_budget_s, seed=args.seed, slo_ms=parse_slos(args.slo, model_options["names"]),
+            objective=args.objective, max_streams=args.max_streams,
+            interference_threshold=args.interference_threshold, best_effort=args.best_effort,
+            study=args.study, profile_budget_s=args.profile_budget_s, measure=args.measure, in_situ=args.in_situ,
+            provider=args.provider, progress=not args.quiet,
+        )
+    except OptionError as exc:
+        raise ConfigError(exc.worded(_flag(exc, args), exc.see and FLAGS[exc.see])) from None
+
+
+def _flag(error: OptionError, args: argparse.Namespace) -> str:
+    """The flag (with its value, for a per-tenant one) that set the option ``error`` names."""
+    if error.option == "slo_ms" and error.key is not None:
+        spec = next(s for s in args.slo if s.partition("=")[0].strip() == error.key)
+        return f"--slo {spec}"
+    return FLAGS[error.option]
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Output and model paths, before any work: a bad -o fails now, not after the search."""
     from cosched.codegen.plan import check_plan_dir
 
-    if args.trials < 0:
-        raise ConfigError(f"--trials must be >= 0, got {args.trials}")
-    if args.time_budget is not None and not (0 < args.time_budget < math.inf):
-        raise ConfigError(f"--time-budget must be a finite number of seconds > 0, got {args.time_budget}")
-    if not args.interference_threshold >= 1.0:
-        raise ConfigError(f"--interference-threshold must be >= 1.0, got {args.interference_threshold}")
-    if args.max_streams < 1:
-        raise ConfigError(f"--max-streams must be >= 1, got {args.max_streams}")
-    if not 0 <= args.profile_budget < math.inf:
-        raise ConfigError(f"--profile-budget must be a finite number of seconds >= 0, got {args.profile_budget}")
     check_plan_dir(args.output, "-o")
     for model in args.models:
         check_model_file(model)
@@ -117,20 +138,9 @@ def _check_args(args: argparse.Namespace) -> None:
 def _main(args: argparse.Namespace) -> int:
     import cosched
 
-    _check_args(args)
-    model_options = parse_model_options(args)
-    slos = parse_slos(args.slo, model_options["names"])
-    if args.objective == "pareto" and not slos:
-        raise ConfigError("--objective pareto needs at least one --slo TENANT=MS")
-    compiled = cosched.compile(
-        args.models, device=args.device, **model_options, cost_model=args.cost_model,
-        trials=args.trials, time_budget_s=args.time_budget, seed=args.seed, slo_ms=slos,
-        objective=args.objective, max_streams=args.max_streams, best_effort=args.best_effort,
-        interference_threshold=args.interference_threshold,
-        study=args.study, profile_budget_s=args.profile_budget, measure=args.measure, in_situ=args.in_situ,
-        provider=args.provider,
-        progress=not args.quiet,
-    )
+    options = options_from_args(args)
+    _check_paths(args)
+    compiled = cosched.compile(args.models, options)
     compiled.save(args.output)
     report = compiled.report() | {"plan_dir": str(Path(args.output))}
     if args.json:

@@ -1,0 +1,190 @@
+"""``CompileOptions``: every option of :func:`cosched.compile`, with its default, checked once.
+
+``compile()`` builds one from its keyword arguments (or takes one and applies its keyword
+arguments over it); ``cosched compile`` builds one from its flags
+(:func:`cosched.cli.compile.options_from_args`), and its argparse defaults are the
+defaults here. A bad value is an :class:`~cosched.errors.OptionError` naming the option,
+raised before any work; the CLI re-words it with the flag. The options for the search
+stage are mapped in one place, :meth:`CompileOptions.search_config`.
+
+Importing this module is cheap (no torch, onnx or optuna), so the CLI can read the defaults
+while it builds its parser.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+from cosched.errors import ConfigError, OptionError
+
+if TYPE_CHECKING:
+    from cosched.costmodel import CostModel
+    from cosched.search import SearchConfig
+
+__all__ = ["DEFAULTS", "OBJECTIVES", "PROVIDER_CHOICES", "CompileOptions", "Objective", "option_names"]
+
+Objective = Literal["makespan", "pareto"]
+OBJECTIVES: tuple[Objective, ...] = ("makespan", "pareto")
+#: ``"auto"`` or a provider of :data:`cosched.codegen.plan.PROVIDERS`, spelled out here so
+#: that importing the options stays cheap (tests/test_compile_options.py checks that they agree).
+PROVIDER_CHOICES = ("auto", "torch", "ort")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How :func:`cosched.compile` imports, costs, searches and lowers; checked on construction."""
+
+    names: Sequence[str] | None = None
+    """Tenant names, one per model in order; by default each file's stem (an in-memory
+    model's graph name). Checked by :func:`cosched.ir.load_models`, as are ``batch`` and
+    ``input_shapes``."""
+    device: str = "cpu"
+    """``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``: what the plan is compiled for."""
+    batch: int | Mapping[str, int] | None = None
+    """The leading dim of every input: one int for every tenant, or tenant -> int."""
+    input_shapes: Mapping[str, Mapping[str, Sequence[int]]] | None = None
+    """Tenant -> input name -> full shape; fixes any dim, applied before ``batch``."""
+    cost_model: str | Path | CostModel = "auto"
+    """``"auto"`` (the model cached for this device's fingerprint, refitted after profiling,
+    within ``profile_budget_s`` seconds, the task signatures of these models that its store
+    lacks; with no cache and no budget, the roofline model with a warning; see
+    :mod:`cosched.costmodel.select`), ``"roofline"``, a directory written by ``cosched
+    profile``, or a :class:`~cosched.costmodel.CostModel`."""
+    trials: int = 100
+    """Optuna trials of the search; 0 decodes the baselines only."""
+    time_budget_s: float | None = None
+    """Stop the search after this many seconds even if trials remain (None: no limit)."""
+    seed: int = 0
+    """Seed of the search."""
+    slo_ms: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    """Tenant -> latency objective in ms, held as a read-only copy (None is taken as none)."""
+    objective: Objective = "makespan"
+    """``"makespan"``, or ``"pareto"``: makespan against the ``slo_ms`` objectives, with NSGA-II."""
+    max_streams: int = 4
+    """The most streams a plan may use."""
+    interference_threshold: float = 1.10
+    """The largest predicted slowdown two overlapping tasks may inflict on each other;
+    ``math.inf`` lifts the constraint (throughput first)."""
+    best_effort: bool = False
+    """Keep the best plan found when an SLO cannot be met, instead of raising
+    :class:`~cosched.errors.SLOError`."""
+    study: str | None = None
+    """An Optuna storage URL (``"sqlite:///FILE.db"``) that persists the study, so a later
+    compile of the same graph, cost model and objective resumes it; a different one starts a
+    study of its own in the same file (see :mod:`cosched.search.study`). The URL is checked
+    by the search's own config (:meth:`search_config`)."""
+    profile_budget_s: float = 60.0
+    """Seconds of profiling ``cost_model="auto"`` may spend (0: none)."""
+    measure: bool = False
+    """Run the best simulated candidates and the sequential baseline on the device (random
+    inputs, interleaved) and keep the fastest measured one (so in this process the plan does
+    not measure slower than sequential execution)."""
+    in_situ: bool | None = None
+    """Run the graph's tasks one after another on the device, at one intra-op thread and at
+    every core, and let the simulator charge those measured latencies instead of the cost
+    model's standalone ones (a few seconds; see :mod:`cosched.calibration`). None: on CPU."""
+    provider: str = "auto"
+    """Who runs the tasks: ``"ort"`` (onnxruntime sessions, one per run of tasks on a
+    stream; CPU only, :mod:`cosched.execution.ort`), ``"torch"`` (cosched's kernels), or
+    ``"auto"``: onnxruntime on CPU where it imports, torch elsewhere."""
+    progress: bool = False
+    """Show progress bars (profiling, search)."""
+
+    def __post_init__(self) -> None:
+        _check_kinds(self)
+        _check_ranges(self)
+        slo_ms = _checked_slos(self.slo_ms)
+        object.__setattr__(self, "slo_ms", slo_ms)
+        if self.objective == "pareto" and not slo_ms:
+            raise OptionError("objective", "'pareto' needs at least one tenant SLO to search makespan against",
+                              see="slo_ms")
+
+    def updated(self, **overrides: Any) -> CompileOptions:
+        """These options with ``overrides`` (option name -> value), checked like new ones; an
+        unknown name is a :class:`~cosched.errors.ConfigError` listing the options."""
+        unknown = sorted(set(overrides) - set(option_names()))
+        if unknown:
+            raise ConfigError(f"unknown compile option(s) {unknown}; the options are "
+                              f"{list(option_names())} (see cosched.CompileOptions)")
+        return replace(self, **overrides) if overrides else self
+
+    def search_config(self) -> SearchConfig:
+        """The search stage's config for these options, which checks ``study`` too."""
+        from cosched.search import SearchConfig
+
+        return SearchConfig(
+            trials=self.trials, timeout_s=self.time_budget_s, seed=self.seed, max_streams=self.max_streams,
+            threshold=self.interference_threshold, slo_ms=self.slo_ms, best_effort=self.best_effort,
+            multi_objective=self.objective == "pareto", storage=self.study, progress=self.progress,
+        )
+
+
+def option_names() -> tuple[str, ...]:
+    """The names of :class:`CompileOptions`' fields, in order."""
+    return tuple(f.name for f in fields(CompileOptions))
+
+
+def _check_kinds(options: CompileOptions) -> None:
+    if not isinstance(options.device, str):
+        raise OptionError("device", f"must be 'cpu', 'cuda' or 'cuda:<i>', got {options.device!r}")
+    if not isinstance(options.cost_model, (str, os.PathLike)) and not _is_cost_model(options.cost_model):
+        raise OptionError("cost_model", f"must be 'auto', 'roofline', a directory or a CostModel, "
+                                        f"got {options.cost_model!r}")
+    for name in ("trials", "seed", "max_streams"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise OptionError(name, f"must be an integer, got {value!r}")
+    if options.objective not in OBJECTIVES:
+        raise OptionError("objective", f"must be 'makespan' or 'pareto', got {options.objective!r}")
+    if options.provider not in PROVIDER_CHOICES:
+        raise OptionError("provider", f"must be {', '.join(map(repr, PROVIDER_CHOICES))}, got {options.provider!r}")
+
+
+def _check_ranges(options: CompileOptions) -> None:
+    if options.trials < 0:
+        raise OptionError("trials", f"must be >= 0, got {options.trials!r}")
+    if options.max_streams < 1:
+        raise OptionError("max_streams", f"must be >= 1, got {options.max_streams!r}")
+    budget = options.time_budget_s
+    if budget is not None and not (_real(budget) and 0 < budget < math.inf):
+        raise OptionError("time_budget_s", f"must be a finite number of seconds > 0 (or unset: no limit), "
+                                           f"got {budget!r}")
+    if not (_real(options.profile_budget_s) and 0 <= options.profile_budget_s < math.inf):
+        raise OptionError("profile_budget_s", f"must be a finite number of seconds >= 0, "
+                                              f"got {options.profile_budget_s!r}")
+    if not (_real(options.interference_threshold) and options.interference_threshold >= 1.0):
+        raise OptionError("interference_threshold", f"must be a number >= 1.0 (inf lifts it), "
+                                                    f"got {options.interference_threshold!r}")
+
+
+def _checked_slos(slo_ms: Any) -> Mapping[str, float]:
+    """``slo_ms`` as a read-only copy, each SLO a finite number of ms > 0."""
+    if slo_ms is None:
+        return MappingProxyType({})
+    if not isinstance(slo_ms, Mapping):
+        raise OptionError("slo_ms", f"must map tenant -> milliseconds, got {slo_ms!r}")
+    for tenant, ms in slo_ms.items():
+        if not (_real(ms) and 0 < ms < math.inf):
+            raise OptionError("slo_ms", f"must be a finite number > 0 ms, got {ms!r}", key=tenant)
+    return MappingProxyType(dict(slo_ms))
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _is_cost_model(value: Any) -> bool:
+    from cosched.costmodel import CostModel  # here, not above: importing the options stays cheap
+
+    return isinstance(value, CostModel)
+
+
+DEFAULTS = CompileOptions()
+"""Every option at its default; the CLI's flags default to these."""
