@@ -318,7 +318,16 @@ class Graph:
         between ops, tensors and names, every tensor has a TensorInfo, every weight and
         constant is declared, graph outputs exist, and the tasks partition the ops in an
         order consistent with dependencies. Returns the graph, so it chains.
+
+        A graph is an immutable value, so it is checked once: every pass verifies its input
+        and its result, and a result verified as one pass's output is not checked again as
+        the next one's input.
         """
+        self._verified  # noqa: B018  (the checks run on first access; a failure is not cached)
+        return self
+
+    @cached_property
+    def _verified(self) -> bool:
         tenant_names = set(self.tenant_names)
         if len(tenant_names) != len(self.tenants):
             raise GraphError(f"duplicate tenant names in {self.tenant_names}")
@@ -344,7 +353,7 @@ class Graph:
                 if name not in self.tensors:
                     raise GraphError(f"tenant {t.name!r}: graph tensor {own!r} ({name}) has no TensorInfo")
         self._verify_tasks()
-        return self
+        return True
 
     def _verify_op(self, op: Op, tenants: set[str], seen: set[str], available: set[str]) -> None:
         if op.name in seen:

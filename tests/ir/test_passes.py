@@ -56,3 +56,16 @@ def test_other_exceptions_keep_their_type_and_gain_a_note() -> None:
     with pytest.raises(KeyError) as info:
         _Raises(KeyError("k"))(_graph())
     assert "raised in pass 'raiser'" in info.value.__notes__
+
+
+def test_a_graph_is_checked_once_and_a_broken_one_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = Graph._verify_tasks
+    monkeypatch.setattr(Graph, "_verify_tasks", lambda self: calls.append(1) or original(self))
+    graph = _graph()
+    Analyse()(Fuse()(graph.verify()))  # verified on load, and by each pass: its input and result
+    assert graph.verify() is graph and len(calls) == 3  # the input once, then each pass's result
+    broken = graph.replace(tasks=(Task(0, "m", ("m/missing",)),))
+    for _ in range(2):
+        with pytest.raises(GraphError, match="m/missing"):
+            broken.verify()
