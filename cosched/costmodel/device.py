@@ -49,15 +49,15 @@ def default_cache_dir() -> Path:
 
 
 def parse_device(device: str) -> tuple[DeviceKind, int]:
-    """``"cpu"`` -> ("cpu", 0); ``"cuda"`` -> ("cuda", 0); ``"cuda:1"`` -> ("cuda", 1)."""
+    """``"cpu"`` -> ("cpu", 0); ``"cuda"`` -> ("cuda", 0); ``"cuda:1"`` -> ("cuda", 1);
+    ``"cpu:1"`` -> ("cpu", 1), rank 1 of a multi-device plan on this machine's CPU."""
     text = device.strip().lower()
-    if text == "cpu":
-        return "cpu", 0
-    if text == "cuda":
-        return "cuda", 0
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return "cuda", int(text[5:])
-    raise DeviceError(f"device {device!r} is not understood; expected 'cpu', 'cuda' or 'cuda:<index>'")
+    if text in ("cpu", "cuda"):
+        return text, 0  # type: ignore[return-value]
+    kind, colon, index = text.partition(":")
+    if colon and kind in ("cpu", "cuda") and index.isdigit():
+        return kind, int(index)  # type: ignore[return-value]
+    raise DeviceError(f"device {device!r} is not understood; expected 'cpu', 'cpu:<rank>', 'cuda' or 'cuda:<index>'")
 
 
 @dataclass(frozen=True)

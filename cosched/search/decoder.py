@@ -31,12 +31,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import Any
 
 from cosched.errors import ConfigError
+from cosched.ir.graph import frozen_mapping
 from cosched.search.costtable import CostTable
 from cosched.search.schedule import Schedule
 from cosched.search.simulator import SimResult, Timeline, starts_segment
@@ -75,27 +76,43 @@ class DecoderKnobs:
 
 
 def decode(
-    table: CostTable, knobs: DecoderKnobs, method: str = "decoder", record_pairs: bool = True
+    table: CostTable, knobs: DecoderKnobs, method: str = "decoder", record_pairs: bool = True,
+    device_of: Sequence[int] | None = None, devices: int = 1, comm_ms: Mapping[int, float] | None = None,
 ) -> tuple[Schedule, SimResult]:
-    """Decode ``knobs`` into a one-device schedule and its simulated timeline."""
-    return _Decoder(table, knobs, record_pairs).run(method)
+    """Decode ``knobs`` into a schedule and its simulated timeline.
+
+    By default the schedule is for one device. With ``device_of`` (each task's device, of
+    ``devices``) it spans several: every device gets ``knobs.streams`` compute streams, its
+    tasks only go to its own streams, and tasks interfere only with tasks of their device;
+    the communication tasks (``comm_ms``: their latencies) go to one communication stream
+    per device that runs them.
+    """
+    return _Decoder(table, knobs, record_pairs, device_of, devices, comm_ms or {}).run(method)
 
 
 class _Decoder:
-    def __init__(self, table: CostTable, knobs: DecoderKnobs, record_pairs: bool) -> None:
+    def __init__(self, table: CostTable, knobs: DecoderKnobs, record_pairs: bool,
+                 device_of: Sequence[int] | None, devices: int, comm_ms: Mapping[int, float]) -> None:
         self.table = table
         self.knobs = knobs
         self.k = min(knobs.streams, table.n)
+        self.devices = devices
+        self.device_of = tuple(device_of) if device_of is not None else (0,) * table.n
+        self.comm = comm_ms
         self.priority = _priorities(table, knobs)
         cut = median(table.intensity)
         self.compute = [i > cut for i in table.intensity]
-        self.heaps: tuple[list[tuple[float, int]], list[tuple[float, int]]] = ([], [])
+        self.heaps: list[tuple[list[tuple[float, int]], list[tuple[float, int]]]] = [([], []) for _ in range(devices)]
+        self.comm_heaps: list[list[tuple[float, int]]] = [[] for _ in range(devices)]
         self.assigned = [False] * table.n
         self.pending = [len(p) for p in table.preds]
-        self.timeline = Timeline(table, record_pairs, self.k)
-        self.queues: list[list[int]] = [[] for _ in range(self.k)]
-        self.on_stream: list[int | None] = [None] * self.k
-        self.free_at = [0.0] * self.k
+        self.timeline = Timeline(table, record_pairs, self.k, device_of, comm_ms)
+        # compute streams d * k .. d * k + k - 1 of each device d, then one communication stream per device
+        n_streams = self.k * devices + (devices if comm_ms else 0)
+        self.stream_device = [s // self.k if s < self.k * devices else s - self.k * devices for s in range(n_streams)]
+        self.queues: list[list[int]] = [[] for _ in range(n_streams)]
+        self.on_stream: list[int | None] = [None] * n_streams
+        self.free_at = [0.0] * n_streams
         self.stream_of = [0] * table.n
 
     def run(self, method: str) -> tuple[Schedule, SimResult]:
@@ -119,32 +136,58 @@ class _Decoder:
                     if self.pending[succ] == 0:
                         self._push(succ)
                         newly.append(succ)
-        schedule = Schedule.single(self.queues, method, knobs=self.knobs.to_dict())
+        if self.devices == 1 and not self.comm:
+            schedule = Schedule.single(self.queues, method, knobs=self.knobs.to_dict())
+        else:
+            per_device = [[q for s, q in enumerate(self.queues) if self.stream_device[s] == d and q]
+                          for d in range(self.devices)]
+            schedule = Schedule(tuple(tuple(tuple(q) for q in streams) for streams in per_device), method,
+                                frozen_mapping({"knobs": self.knobs.to_dict()}))
         return schedule, timeline.result(method)
 
     def _push(self, t: int) -> None:
-        heapq.heappush(self.heaps[self.compute[t]], (-self.priority[t], t))
+        if t in self.comm:
+            heapq.heappush(self.comm_heaps[self.device_of[t]], (-self.priority[t], t))
+        else:
+            heapq.heappush(self.heaps[self.device_of[t]][self.compute[t]], (-self.priority[t], t))
+
+    def _lane(self, s: int) -> tuple[int, bool]:
+        """Stream ``s``'s device and whether it is a communication stream."""
+        return self.stream_device[s], s >= self.k * self.devices
+
+    def _takes(self, s: int, t: int) -> bool:
+        device, comm = self._lane(s)
+        return self.device_of[t] == device and (t in self.comm) == comm
 
     def _place(self, newly: list[int]) -> None:
         now = self.timeline.now
-        free = [s for s in range(self.k) if self.on_stream[s] is None]
+        free = [s for s in range(len(self.queues)) if self.on_stream[s] is None]
         stale = [s for s in free if self.free_at[s] < now]
         fresh = [s for s in free if self.free_at[s] >= now]
+        exhausted: set[tuple[int, bool]] = set()  # lanes with nothing (more) to start now
         if stale and newly:
             # A stream idle since earlier may only take a task that became ready just now;
             # otherwise the simulator would start that task earlier than decided here.
             candidates = sorted(newly, key=lambda t: (-self.priority[t], t))
             for s in stale:
-                t = next((c for c in candidates if not self.assigned[c] and self._fits(c)), None)
+                if self._lane(s) in exhausted:
+                    continue
+                t = next((c for c in candidates if not self.assigned[c] and self._takes(s, c) and self._fits(c)),
+                         None)
                 if t is None:
-                    break
+                    exhausted.add(self._lane(s))
+                    continue
                 self._start(t, s)
+        exhausted.clear()
         for s in fresh:
+            if self._lane(s) in exhausted:
+                continue
             t = self._continuation(s)
             if t is None:
-                t = self._pick()
+                t = self._pick(s)
             if t is None:
-                break
+                exhausted.add(self._lane(s))
+                continue
             self._start(t, s)
 
     def _continuation(self, s: int) -> int | None:
@@ -153,9 +196,9 @@ class _Decoder:
         if self.knobs.w_chain <= 0.0 or not self.queues[s]:
             return None
         t = self.table.chain_next[self.queues[s][-1]]
-        if t is None or self.assigned[t] or self.pending[t] or not self._fits(t):
+        if t is None or self.assigned[t] or self.pending[t] or not self._takes(s, t) or not self._fits(t):
             return None
-        best = max((-heap[0][0] for heap in self.heaps if heap), default=-math.inf)
+        best = max((-heap[0][0] for heap in self.heaps[self.stream_device[s]] if heap), default=-math.inf)
         return t if self.priority[t] + self.knobs.w_chain >= best else None
 
     def _start(self, t: int, s: int) -> None:
@@ -167,14 +210,22 @@ class _Decoder:
         self.timeline.launch((t,), waited=self.free_at[s] < self.timeline.now,
                              cut=starts_segment(self.table, t, previous, self.stream_of, self.assigned))
 
-    def _pick(self) -> int | None:
-        """The best unassigned ready task that passes the guard, scanning a bounded prefix."""
+    def _pick(self, s: int) -> int | None:
+        """The best unassigned ready task of stream ``s``'s lane that passes the guard,
+        scanning a bounded prefix (communication: the most urgent ready transfer or collective)."""
+        device, comm = self._lane(s)
+        if comm:
+            heap = self.comm_heaps[device]
+            while heap and self.assigned[heap[0][1]]:
+                heapq.heappop(heap)
+            return heapq.heappop(heap)[1] if heap else None
+        heaps = self.heaps[device]
         rejected: list[tuple[int, tuple[float, int]]] = []
         chosen = None
-        bonus_class = self._bonus_class()
+        bonus_class = self._bonus_class(device)
         while len(rejected) < SCAN_LIMIT:
             best = None
-            for cls, heap in enumerate(self.heaps):
+            for cls, heap in enumerate(heaps):
                 while heap and self.assigned[heap[0][1]]:
                     heapq.heappop(heap)
                 if heap:
@@ -183,17 +234,24 @@ class _Decoder:
                         best = ((score, -heap[0][1]), cls)
             if best is None:
                 break
-            entry = heapq.heappop(self.heaps[best[1]])
+            entry = heapq.heappop(heaps[best[1]])
             if self._fits(entry[1]):
                 chosen = entry[1]
                 break
             rejected.append((best[1], entry))
         for cls, entry in rejected:
-            heapq.heappush(self.heaps[cls], entry)
+            heapq.heappush(heaps[cls], entry)
         return chosen
 
-    def _bonus_class(self) -> int | None:
+    def _running(self, device: int) -> list[int]:
+        """Compute tasks running on ``device``."""
         running = self.timeline.remaining
+        if self.devices == 1 and not self.comm:
+            return list(running)
+        return [t for t in running if self.device_of[t] == device and t not in self.comm]
+
+    def _bonus_class(self, device: int) -> int | None:
+        running = self._running(device)
         if not running or self.knobs.w_alternate == 0.0:
             return None
         n_compute = sum(self.compute[t] for t in running)
@@ -204,8 +262,10 @@ class _Decoder:
 
     def _fits(self, t: int) -> bool:
         guard = self.knobs.guard
-        running = self.timeline.remaining
-        if not running or math.isinf(guard):
+        if t in self.comm or math.isinf(guard):
+            return True
+        running = self._running(self.device_of[t])
+        if not running:
             return True
         table = self.table
         together = frozenset(running) | {t}

@@ -83,10 +83,21 @@ class SimResult:
 class Timeline:
     """Running tasks, their remaining work and rates; advances from one finish to the next."""
 
-    def __init__(self, table: CostTable, record_pairs: bool = True, streams: int = 1) -> None:
+    def __init__(self, table: CostTable, record_pairs: bool = True, streams: int = 1,
+                 device_of: Sequence[int] | None = None, comm_ms: Mapping[int, float] | None = None) -> None:
+        """``streams``: compute streams per device (a task's latency is the one at the threads
+        that leaves it). ``device_of``: each task's device (default: all on one); tasks on
+        different devices never slow each other down. ``comm_ms``: latencies of the
+        communication tasks, which run on their devices' communication streams and neither
+        suffer nor inflict interference."""
         self.table = table
         self.record_pairs = record_pairs
-        self.latency = table.latency_at(streams)
+        self.device_of = tuple(device_of) if device_of is not None else None
+        self.comm_ms = dict(comm_ms or {})
+        latency = table.latency_at(streams)
+        if self.comm_ms:
+            latency = tuple(self.comm_ms.get(t, ms) for t, ms in enumerate(latency))
+        self.latency = latency
         self.boundary = table.boundary_at(streams)
         self.worst = [1.0] * table.n
         self.now = 0.0
@@ -121,9 +132,13 @@ class Timeline:
             (t,) = running
             self.factor = {t: 1.0}
             return
-        keys = [(t, running - {t}) for t in running]
+        if self.device_of is None and not self.comm_ms:
+            keys = [(t, running - {t}) for t in running]
+        else:
+            keys = [(t, frozenset(self.co_runners(t, running))) for t in running if t not in self.comm_ms]
         table.prefetch(keys)
-        self.factor = {t: table.slowdown(t, co) for t, co in keys}
+        self.factor = {t: table.slowdown(t, co) if co else 1.0 for t, co in keys}
+        self.factor.update({t: 1.0 for t in running if t in self.comm_ms})
         worst = self.worst
         for t, f in self.factor.items():
             if f > worst[t]:
@@ -134,10 +149,18 @@ class Timeline:
         pairs = self._pairs
         for i, a in enumerate(ordered):
             fa = self.factor[a]
-            for b in ordered[i + 1 :]:
+            for b in self.co_runners(a, ordered[i + 1 :]) if self.device_of or self.comm_ms else ordered[i + 1 :]:
                 fb = self.factor[b]
                 old = pairs.get((a, b))
                 pairs[(a, b)] = (fa, fb) if old is None else (max(old[0], fa), max(old[1], fb))
+
+    def co_runners(self, t: int, running: Iterable[int]) -> list[int]:
+        """The tasks of ``running`` that can slow ``t`` down: compute tasks of its device."""
+        if t in self.comm_ms:
+            return []
+        device = self.device_of[t] if self.device_of is not None else 0
+        return [u for u in running if u != t and u not in self.comm_ms
+                and (self.device_of is None or self.device_of[u] == device)]
 
     def advance(self) -> list[int]:
         """Move time to the next finish; return the tasks that finished, in id order."""
@@ -179,17 +202,33 @@ class Timeline:
         )
 
 
-def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True) -> SimResult:
-    """Simulate a one-device ``schedule`` over ``table``'s cost model.
+def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True,
+             comm_ms: Mapping[int, float] | None = None) -> SimResult:
+    """Simulate ``schedule`` over ``table``'s cost model.
 
     ``record_pairs=False`` skips the per-pair interference record (quadratic in the number
     of concurrent tasks) and keeps only each task's worst slowdown, for search inner loops.
+    A multi-device schedule runs its devices side by side: tasks interfere only with tasks of
+    their own device, and the communication tasks (``comm_ms``: their latencies) take no
+    part in interference (see :class:`Timeline`).
 
     Raises :class:`ScheduleError` if the schedule does not run every task exactly once or if
     its streams deadlock (call :meth:`Schedule.validate` for a full diagnosis).
     """
-    streams = [s for s in schedule.streams if s]
+    comm = dict(comm_ms or {})
+    placed = [(d, s) for d, device in enumerate(schedule.devices) for s in device if s]
+    streams = [s for _, s in placed]
     _check_covers(schedule, streams, table.n)
+    device_of: list[int] | None = None
+    per_device = len(streams)
+    if len(schedule.devices) > 1 or comm:
+        device_of = [0] * table.n
+        for d, tasks in placed:
+            for t in tasks:
+                device_of[t] = d
+        compute = [sum(1 for d2, s in placed if d2 == d and any(t not in comm for t in s))
+                   for d in range(len(schedule.devices))]
+        per_device = max(1, *compute)
     pending = [len(p) for p in table.preds]
     head = [0] * len(streams)
     busy: list[int | None] = [None] * len(streams)
@@ -198,7 +237,7 @@ def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True) ->
     for s, tasks in enumerate(streams):
         for t in tasks:
             stream_of[t] = s
-    timeline = Timeline(table, record_pairs, len(streams))
+    timeline = Timeline(table, record_pairs, per_device, device_of, comm)
     finished = 0
 
     def launch_startable() -> None:
