@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosched.costmodel.device import DeviceSpec, parse_device
-from cosched.errors import ConfigError
+from cosched.errors import ConfigError, DeviceError
 
 __all__ = ["Target", "format_bytes", "parse_bytes", "resolve_targets"]
 
@@ -81,7 +81,10 @@ def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str,
         raise ConfigError("devices: give at least one device, e.g. ['cpu:0', 'cpu:1']")
     if len(set(names)) != len(names):
         raise ConfigError(f"devices: {names} names a device twice")
-    parsed = [parse_device(n) for n in names]
+    try:
+        parsed = [parse_device(n) for n in names]
+    except DeviceError as exc:
+        raise ConfigError(f"devices: {exc}") from None
     kinds = {kind for kind, _ in parsed}
     if len(kinds) > 1:
         raise ConfigError(f"devices: {names} mixes device kinds; a plan's devices are all 'cpu:<i>' or all 'cuda:<i>'")
