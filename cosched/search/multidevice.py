@@ -1,0 +1,228 @@
+"""Search over placements and per-device stream schedules for a multi-device plan.
+
+Each trial samples :class:`~cosched.search.placement.PlacementKnobs` (the order units are
+placed in and how a device is chosen; the placement always fits the caps, or the trial is
+pruned) and :class:`~cosched.search.decoder.DecoderKnobs` (the existing list scheduler, run
+inside every device), decodes them into a multi-device schedule and simulates it: devices
+run side by side, tasks interfere only with tasks of their own device, communication tasks
+run on a communication stream per device at their modelled latency. TPE minimises the
+makespan of one round of every tenant, under the interference and SLO constraints.
+
+Baselines, always decoded and reported, one stream per device: ``one-device`` (everything on
+the first device, when it fits its cap), ``round-robin`` (units in graph order over the
+devices in turn; reported even over a cap, flagged) and ``largest-first`` (greedy by memory).
+The best feasible candidate wins, so the result is never worse in simulation than a baseline
+that fits. The report also gives the steady-state throughput if rounds are pipelined: one
+round per the longest time any device is busy in a round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from cosched.costmodel.targets import format_bytes
+from cosched.errors import ConfigError, SLOError
+from cosched.search.costtable import CostTable
+from cosched.search.decoder import DecoderKnobs, decode
+from cosched.search.optimizer import MAX_TENANT_KNOBS, SearchConfig, knobs_from_params, stream_limit
+from cosched.search.placement import (
+    Footprint,
+    PlacementKnobs,
+    Unit,
+    balanced,
+    check_fits,
+    device_bytes,
+    footprints,
+    largest_first,
+    round_robin,
+    task_devices,
+)
+from cosched.search.schedule import Schedule
+from cosched.search.simulator import SimResult
+from cosched.search.study import open_study
+
+__all__ = ["DeviceCandidate", "DeviceSearchResult", "optimize_devices"]
+
+
+@dataclass(frozen=True)
+class DeviceCandidate:
+    """A placement, its decoded multi-device schedule and what it costs."""
+
+    name: str
+    placement: Mapping[Unit, int]
+    schedule: Schedule
+    sim: SimResult
+    memory_bytes: tuple[int, ...]
+    fits: bool
+    excess: float
+    slo_excess: float
+
+    @property
+    def throughput_rps(self) -> float:
+        """Rounds per second if rounds are pipelined: one per the busiest device's span."""
+        return 1000.0 / max(_device_spans(self.schedule, self.sim)) if self.sim.makespan > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class DeviceSearchResult:
+    """The chosen candidate, the baselines, the caps and the trials run."""
+
+    best: DeviceCandidate
+    baselines: tuple[DeviceCandidate, ...]
+    caps: tuple[int, ...]
+    names: tuple[str, ...]
+    trials: int
+
+    def report(self) -> dict[str, Any]:
+        def row(c: DeviceCandidate) -> dict[str, Any]:
+            return {"makespan_ms": c.sim.makespan, "throughput_rps": c.throughput_rps, "fits": c.fits,
+                    "memory_bytes": list(c.memory_bytes),
+                    "placement": {f"{t}" if s is None else f"{t}#{s}": d for (t, s), d in sorted(
+                        c.placement.items(), key=lambda x: (x[0][0], -1 if x[0][1] is None else x[0][1]))}}
+        return {"devices": list(self.names), "caps_bytes": list(self.caps), "trials": self.trials,
+                "plan": row(self.best), "baselines": {b.name: row(b) for b in self.baselines}}
+
+
+def optimize_devices(table: CostTable, caps: Sequence[int], names: Sequence[str], config: SearchConfig,
+                     comm_ms: Mapping[int, float] | None = None) -> DeviceSearchResult:
+    """Place ``table``'s units on ``len(caps)`` devices and schedule each; see the module
+    docstring. Raises :class:`ConfigError` when no placement can fit the caps, and
+    :class:`SLOError` when no candidate meets the SLOs (unless ``best_effort``)."""
+    if len(caps) != len(names) or len(caps) < 2:
+        raise ConfigError(f"a multi-device search needs two or more devices with a cap each; got {list(names)}")
+    graph = table.graph
+    prints = footprints(graph, table.latency)
+    check_fits(prints, caps, names, graph)
+    comm = dict(comm_ms or {})
+    search = _Search(table, prints, tuple(caps), config, comm)
+    baselines = search.baselines()
+    study = search.study()
+    candidates = [b for b in baselines if b.fits] + search.finalists(study)
+    if not candidates:
+        raise ConfigError(f"no placement found that fits the caps {_caps(caps, names)}; raise the caps or split "
+                          "the largest tenants")
+    best = min(candidates, key=_rank)
+    if best.slo_excess > 0 and not config.best_effort:
+        misses = ", ".join(f"{t!r} {best.sim.tenant_completion[t]:.4g} ms > {slo:.4g} ms"
+                           for t, slo in sorted(config.slo_ms.items()) if best.sim.tenant_completion[t] > slo)
+        raise SLOError(f"no multi-device schedule meets the latency objectives: best found {misses} (relax the "
+                       "SLOs, add devices, or pass best_effort=True)")
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) if study else 0
+    return DeviceSearchResult(best, tuple(baselines), tuple(caps), tuple(names), done)
+
+
+class _Search:
+    def __init__(self, table: CostTable, prints: Mapping[Unit, Footprint], caps: tuple[int, ...],
+                 config: SearchConfig, comm: Mapping[int, float]) -> None:
+        self.table, self.prints, self.caps, self.config, self.comm = table, prints, caps, config, comm
+        self.tenants = list(dict.fromkeys(u[0] for u in prints))
+
+    def candidate(self, name: str, placement: Mapping[Unit, int], knobs: DecoderKnobs) -> DeviceCandidate:
+        graph, config = self.table.graph, self.config
+        schedule, sim = decode(self.table, knobs, method=name, record_pairs=False,
+                               device_of=task_devices(graph, placement), devices=len(self.caps), comm_ms=self.comm)
+        memory = device_bytes(self.prints, placement, graph, len(self.caps))
+        fits = all(m <= c for m, c in zip(memory, self.caps, strict=True))
+        excess = sim.excess(config.threshold) if math.isfinite(config.threshold) else 0.0
+        slo = sum(max(0.0, sim.tenant_completion[t] / s - 1.0) for t, s in config.slo_ms.items())
+        return DeviceCandidate(name, dict(placement), schedule.with_method(name), sim, memory, fits, excess, slo)
+
+    def baselines(self) -> list[DeviceCandidate]:
+        one = DecoderKnobs(streams=1)
+        out = []
+        everything = dict.fromkeys(self.prints, 0)
+        if device_bytes(self.prints, everything, self.table.graph, len(self.caps))[0] <= self.caps[0] and not any(
+                u[1] is not None for u in self.prints):
+            out.append(self.candidate("one-device", everything, one))
+        out.append(self.candidate("round-robin", round_robin(self.prints, len(self.caps)), one))
+        greedy = largest_first(self.prints, self.caps, self.table.graph)
+        if greedy is not None:
+            out.append(self.candidate("largest-first", greedy, one))
+        return out
+
+    def placement(self, params: Mapping[str, Any]) -> dict[Unit, int] | None:
+        bias = {t: params.get(f"place_{i}", 0.0) for i, t in enumerate(self.tenants)}
+        knobs = PlacementKnobs(params["w_memory"], params["balance"], bias)
+        return balanced(self.prints, self.caps, self.table.graph, knobs)
+
+    def study(self) -> optuna.Study | None:
+        config = self.config
+        if not config.trials:
+            return None
+        sampler = optuna.samplers.TPESampler(seed=config.seed)
+        if config.storage:
+            key = {"multi_device": True, "caps": list(self.caps), "threshold": repr(config.threshold),
+                   "slo_ms": sorted(config.slo_ms.items())}
+            study = open_study(self.table, config.storage, key, config.study_name, sampler, ["minimize"])
+        else:
+            study = optuna.create_study(sampler=sampler, direction="minimize")
+        limit = stream_limit(self.table, config)
+        n = len(self.table.tenants)
+
+        def objective(trial: optuna.Trial) -> float:
+            trial.suggest_float("w_memory", 0.0, 1.0)
+            trial.suggest_float("balance", 0.0, 1.0)
+            if len(self.tenants) <= MAX_TENANT_KNOBS:
+                for i in range(len(self.tenants)):
+                    trial.suggest_float(f"place_{i}", 0.0, 1.0)
+            placement = self.placement(trial.params)
+            if placement is None:
+                raise optuna.TrialPruned("no device fits a unit under these placement knobs")
+            trial.suggest_int("streams", 1, limit)
+            for name, low, high in (("w_bottom", 0.0, 1.0), ("w_work", -0.5, 0.5), ("w_alternate", 0.0, 1.0),
+                                    ("w_chain", 0.0, 2.0), ("noise", 0.0, 1.0)):
+                trial.suggest_float(name, low, high)
+            trial.suggest_int("noise_seed", 0, 2**16)
+            if math.isfinite(config.threshold):
+                trial.suggest_float("guard", 1.0, config.threshold)
+            c = self.candidate("optuna-tpe", placement, knobs_from_params(trial.params, n, config.threshold))
+            trial.set_user_attr("rank", [c.excess, c.slo_excess])
+            return c.sim.makespan + 1e6 * (c.excess + c.slo_excess)
+
+        previous = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            for params in ({"w_memory": 1.0, "balance": 0.0}, {"w_memory": 0.0, "balance": 1.0}):
+                study.enqueue_trial(params)
+            study.optimize(objective, n_trials=config.trials, timeout=config.timeout_s,
+                           show_progress_bar=config.progress)
+        finally:
+            optuna.logging.set_verbosity(previous)
+        return study
+
+    def finalists(self, study: optuna.Study | None) -> list[DeviceCandidate]:
+        if study is None:
+            return []
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        done.sort(key=lambda t: (t.value, t.number))
+        out = []
+        n = len(self.table.tenants)
+        for trial in done[: max(1, self.config.top_k)]:
+            placement = self.placement(trial.params)
+            if placement is not None:
+                knobs = knobs_from_params(trial.params, n, self.config.threshold)
+                c = self.candidate("optuna-tpe", placement, knobs)
+                out.append(DeviceCandidate(f"trial {trial.number}", c.placement, c.schedule.with_method(
+                    "optuna-tpe", trial=trial.number), c.sim, c.memory_bytes, c.fits, c.excess, c.slo_excess))
+        return [c for c in out if c.fits]
+
+
+def _rank(c: DeviceCandidate) -> tuple[float, float, float]:
+    return c.excess, c.slo_excess, c.sim.makespan
+
+
+def _device_spans(schedule: Schedule, sim: SimResult) -> list[float]:
+    spans = []
+    for device in schedule.devices:
+        tasks = [t for stream in device for t in stream]
+        spans.append(max(sim.end[t] for t in tasks) - min(sim.start[t] for t in tasks) if tasks else 0.0)
+    return spans
+
+
+def _caps(caps: Sequence[int], names: Sequence[str]) -> str:
+    return ", ".join(f"{n} {format_bytes(c)}" for n, c in zip(names, caps, strict=True))
