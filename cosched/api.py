@@ -18,6 +18,7 @@ from cosched.codegen import graph_for_plan, load_plan, lower
 from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import DeviceSpec
 from cosched.costmodel.select import resolve_cost_model
+from cosched.costmodel.targets import Target, resolve_targets
 from cosched.errors import ConfigError
 from cosched.execution.bindings import random_inputs
 from cosched.execution.kernels import check_supported
@@ -26,6 +27,7 @@ from cosched.ir import analyse, fuse, load_models
 from cosched.options import DEFAULTS, CompileOptions
 from cosched.runtime.memory import check_fits, device_memory
 from cosched.search import CostTable, optimize
+from cosched.search.multidevice import optimize_devices
 
 __all__ = ["compile", "load"]
 
@@ -49,10 +51,12 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     _check_models(models)
     started = time.perf_counter()
     config = options.search_config()                              # the search's own, checked too
-    spec = DeviceSpec.detect(options.device)                      # what we compile for
+    targets = _targets(options)                                   # the devices of a multi-device plan
+    spec = targets[0].spec if targets else DeviceSpec.detect(options.device)  # what we compile for
     provider = _provider(options.provider, spec)                  # who runs the tasks
     graph = load_models(models, names=options.names, batch=options.batch, input_shapes=options.input_shapes)
-    check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
+    if not targets:
+        check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
     check_supported(graph.ops)                                    # a plan that could never run
     _check_slo_tenants(options.slo_ms, graph.tenant_names)        # before any profiling
     graph = analyse(fuse(graph))                                  # tasks, then their costs (each verifies its result)
@@ -61,7 +65,8 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     measured, cuts = calibration.in_situ(graph, spec, options.in_situ, provider)  # task latencies in context
     table = CostTable(graph, model, runtime=runtime, in_situ=measured, boundaries=cuts)
     timer = calibration.schedule_timer(graph, spec, random_inputs(graph)) if options.measure else None
-    result = optimize(table, config, timer)                       # search; finalists measured
+    result = (optimize(table, config, timer) if not targets       # search; finalists measured
+              else optimize_devices(table, [t.cap_bytes for t in targets], [t.name for t in targets], config))
     predicted = {"plan": result.sim.makespan} | {
         b.name.replace("-", "_"): b.sim.makespan for b in result.baselines
     }
@@ -72,6 +77,16 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     seconds = time.perf_counter() - started
     log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
     return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=seconds)
+
+
+def _targets(options: CompileOptions) -> tuple[Target, ...]:
+    """The devices of a multi-device plan (none for one device)."""
+    if not options.devices or len(options.devices) < 2:
+        return ()
+    if options.measure:
+        raise ConfigError("measure times finalists on one device; it is not available with devices (a multi-device "
+                          "plan runs on the distributed runtime)")
+    return resolve_targets(options.devices, options.memory_cap, options.device_spec)
 
 
 def _options(options: Any, overrides: Mapping[str, Any]) -> CompileOptions:

@@ -169,6 +169,8 @@ class CompiledPlan:
             report["slo"] = {t: {"slo_ms": s, "predicted_ms": p} for t, (s, p) in self.search.slo_report.items()}
             report["slo_met"] = self.search.slo_met
             report["interference_violations"] = len(self.search.violations)
+            if hasattr(self.search, "caps"):  # a multi-device search: placement, memory, baselines
+                report["multi_device"] = self.search.report()
         if self.measured:
             report["measured"] = self.measured
         return report

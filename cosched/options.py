@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from cosched.errors import ConfigError, OptionError
+from cosched.sizes import parse_bytes
 
 if TYPE_CHECKING:
     from cosched.costmodel import CostModel
@@ -96,12 +97,24 @@ class CompileOptions:
     ``"auto"``: onnxruntime on CPU where it imports, torch elsewhere."""
     progress: bool = False
     """Show progress bars (profiling, search)."""
+    devices: Sequence[str] | None = None
+    """The devices of a multi-device plan: ``["cpu:0", "cpu:1"]`` (ranks on this machine,
+    sharing its cores and memory evenly) or ``["cuda:0", ..., "cuda:7"]``; the search places
+    the tenants on them under ``memory_cap`` (:mod:`cosched.search.multidevice`). None, or one
+    device: the one-device plan for ``device``, exactly as without this option."""
+    memory_cap: str | int | Mapping[str, str | int] | None = None
+    """The memory each device of ``devices`` may use: one size for all (``"2GB"``,
+    ``"512MiB"``, bytes) or device -> size; by default each device's memory."""
+    device_spec: str | Path | None = None
+    """A device spec JSON (:meth:`cosched.costmodel.DeviceSpec.save`) used for every device of
+    ``devices``: to plan ahead of time for hardware this machine does not have."""
 
     def __post_init__(self) -> None:
         _check_kinds(self)
         _check_ranges(self)
         slo_ms = _checked_slos(self.slo_ms)
         object.__setattr__(self, "slo_ms", slo_ms)
+        _check_devices(self)
         if self.objective == "pareto" and not slo_ms:
             raise OptionError("objective", "'pareto' needs at least one tenant SLO to search makespan against",
                               see="slo_ms")
@@ -162,6 +175,28 @@ def _check_ranges(options: CompileOptions) -> None:
     if not (_real(options.interference_threshold) and options.interference_threshold >= 1.0):
         raise OptionError("interference_threshold", f"must be a number >= 1.0 (inf lifts it), "
                                                     f"got {options.interference_threshold!r}")
+
+
+def _check_devices(options: CompileOptions) -> None:
+    devices = options.devices
+    if devices is not None:
+        if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices or not all(
+                isinstance(d, str) for d in devices):
+            raise OptionError("devices", f"must be a list of device names such as ['cpu:0', 'cpu:1'], got {devices!r}")
+        object.__setattr__(options, "devices", tuple(devices))
+    cap = options.memory_cap
+    if cap is not None:
+        if devices is None or len(devices) < 2:
+            raise OptionError("memory_cap", "applies to the devices of a multi-device plan; give two or more",
+                              see="devices")
+        for value in cap.values() if isinstance(cap, Mapping) else (cap,):
+            try:
+                parse_bytes(value, "memory_cap")
+            except ConfigError as exc:
+                raise OptionError("memory_cap", str(exc).removeprefix("memory_cap: ")) from None
+    if options.device_spec is not None and (devices is None or len(devices) < 2):
+        raise OptionError("device_spec", "applies to the devices of a multi-device plan; give two or more",
+                          see="devices")
 
 
 def _checked_slos(slo_ms: Any) -> Mapping[str, float]:

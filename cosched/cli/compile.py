@@ -22,7 +22,8 @@ FLAGS = {
     "slo_ms": "--slo", "objective": "--objective", "max_streams": "--max-streams",
     "interference_threshold": "--interference-threshold", "best_effort": "--best-effort", "study": "--study",
     "profile_budget_s": "--profile-budget", "measure": "--measure", "in_situ": "--no-in-situ",
-    "provider": "--provider", "progress": "--quiet",
+    "provider": "--provider", "progress": "--quiet", "devices": "--devices", "memory_cap": "--memory-cap",
+    "device_spec": "--device-spec",
 }
 
 EPILOG = """\
@@ -84,6 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--study", default=DEFAULTS.study, metavar="sqlite:///FILE.db",
                         help="persist the Optuna study there; running again resumes it for the same graph, cost "
                              "model and objective (another gets a new study in the same file)")
+    parser.add_argument("--devices", metavar="DEV,DEV,...",
+                        help="a multi-device plan: cpu:0,cpu:1 (ranks on this machine, sharing its cores and "
+                             "memory) or cuda:0,...,cuda:7; the search places the tenants under --memory-cap")
+    parser.add_argument("--memory-cap", metavar="SIZE|DEV=SIZE,...",
+                        help="memory each device may use, e.g. 2GB or 512MiB for all, or cuda:0=16GB,cuda:1=8GB "
+                             "(default: each device's memory)")
+    parser.add_argument("--device-spec", metavar="SPEC.json",
+                        help="plan for devices this machine lacks: a device spec (DeviceSpec JSON) for every "
+                             "device of --devices")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_main)
 
@@ -112,10 +122,28 @@ def options_from_args(args: argparse.Namespace) -> CompileOptions:
             objective=args.objective, max_streams=args.max_streams,
             interference_threshold=args.interference_threshold, best_effort=args.best_effort,
             study=args.study, profile_budget_s=args.profile_budget_s, measure=args.measure, in_situ=args.in_situ,
-            provider=args.provider, progress=not args.quiet,
+            provider=args.provider, progress=not args.quiet, devices=_devices(args.devices),
+            memory_cap=_memory_cap(args.memory_cap), device_spec=args.device_spec,
         )
     except OptionError as exc:
         raise ConfigError(exc.worded(_flag(exc, args), exc.see and FLAGS[exc.see])) from None
+
+
+def _devices(text: str | None) -> list[str] | None:
+    """``--devices cpu:0,cpu:1`` -> ``["cpu:0", "cpu:1"]``."""
+    if text is None:
+        return None
+    devices = [d.strip() for d in text.split(",")]
+    if not all(devices):
+        raise ConfigError(f"--devices {text!r}: expected device names separated by commas, e.g. cpu:0,cpu:1")
+    return devices
+
+
+def _memory_cap(text: str | None) -> str | dict[str, str] | None:
+    """``--memory-cap 2GB`` -> ``"2GB"``; ``cuda:0=16GB,cuda:1=8GB`` -> per device."""
+    if text is None or "=" not in text:
+        return text
+    return dict(parse_assignments([p for p in text.split(",") if p.strip()], "--memory-cap", "cuda:0=16GB"))
 
 
 def _flag(error: OptionError, args: argparse.Namespace) -> str:

@@ -21,22 +21,15 @@ spec (the search prices every device with one cost model).
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cosched.costmodel.device import DeviceSpec, parse_device
 from cosched.errors import ConfigError, DeviceError
+from cosched.sizes import format_bytes, parse_bytes
 
-__all__ = ["Target", "format_bytes", "parse_bytes", "resolve_targets"]
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-
+__all__ = ["Target", "resolve_targets"]
 
 @dataclass(frozen=True)
 class Target:
@@ -45,32 +38,6 @@ class Target:
     name: str
     spec: DeviceSpec
     cap_bytes: int
-
-
-def parse_bytes(text: str | int, what: str) -> int:
-    """``"2GB"`` -> 2_000_000_000, ``"1.5GiB"`` -> 1610612736, ``4096`` -> 4096 (``what``
-    names the option in errors)."""
-    if isinstance(text, bool):
-        raise ConfigError(f"{what}: expected a size such as 2GB or 512MiB, got {text!r}")
-    if isinstance(text, int):
-        value, unit = float(text), ""
-    else:
-        match = _SIZE.match(str(text))
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ConfigError(f"{what}: {text!r} is not a size; expected e.g. 2GB, 512MiB or a number of bytes")
-        value, unit = float(match.group(1)), match.group(2).lower()
-    size = value * _UNITS[unit]
-    if not math.isfinite(size) or size < 1:
-        raise ConfigError(f"{what}: a size must be at least 1 byte, got {text!r}")
-    return int(size)
-
-
-def format_bytes(n: int | float) -> str:
-    """``1536 * 2**20`` -> ``"1.50 GiB"``."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str, str | int] | None = None,

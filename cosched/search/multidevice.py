@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 
-from cosched.costmodel.targets import format_bytes
 from cosched.errors import ConfigError, SLOError
 from cosched.search.costtable import CostTable
 from cosched.search.decoder import DecoderKnobs, decode
@@ -43,8 +42,9 @@ from cosched.search.placement import (
     task_devices,
 )
 from cosched.search.schedule import Schedule
-from cosched.search.simulator import SimResult
+from cosched.search.simulator import Interference, SimResult, simulate
 from cosched.search.study import open_study
+from cosched.sizes import format_bytes
 
 __all__ = ["DeviceCandidate", "DeviceSearchResult", "optimize_devices"]
 
@@ -77,6 +77,32 @@ class DeviceSearchResult:
     caps: tuple[int, ...]
     names: tuple[str, ...]
     trials: int
+    slo_ms: Mapping[str, float] = field(default_factory=dict)
+    study_name: str | None = None
+    threshold: float = math.inf
+
+    # the fields a one-device SearchResult has, so reports and lowering read either
+    @property
+    def schedule(self) -> Schedule:
+        return self.best.schedule
+
+    @property
+    def sim(self) -> SimResult:
+        return self.best.sim
+
+    @property
+    def slo_met(self) -> bool:
+        return self.best.slo_excess <= 0
+
+    @property
+    def slo_report(self) -> dict[str, tuple[float, float]]:
+        return {t: (s, self.best.sim.tenant_completion[t]) for t, s in self.slo_ms.items()}
+
+    @property
+    def violations(self) -> tuple[Interference, ...]:
+        return self.best.sim.violations(self.threshold)
+
+    measured_ms: tuple[float, ...] = ()
 
     def report(self) -> dict[str, Any]:
         def row(c: DeviceCandidate) -> dict[str, Any]:
@@ -113,7 +139,9 @@ def optimize_devices(table: CostTable, caps: Sequence[int], names: Sequence[str]
         raise SLOError(f"no multi-device schedule meets the latency objectives: best found {misses} (relax the "
                        "SLOs, add devices, or pass best_effort=True)")
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) if study else 0
-    return DeviceSearchResult(best, tuple(baselines), tuple(caps), tuple(names), done)
+    best = replace(best, sim=simulate(best.schedule, table, record_pairs=True, comm_ms=comm))  # with its pairs
+    return DeviceSearchResult(best, tuple(baselines), tuple(caps), tuple(names), done, dict(config.slo_ms),
+                              study.study_name if study is not None and config.storage else None, config.threshold)
 
 
 class _Search:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cosched.costmodel.targets import format_bytes
 from cosched.errors import ConfigError
 from cosched.ir.graph import Graph, Op
+from cosched.sizes import format_bytes
 
 __all__ = ["Footprint", "PlacementKnobs", "Unit", "balanced", "check_fits", "device_bytes", "footprints",
            "largest_first", "round_robin", "task_devices", "unit_of"]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from cosched.costmodel.device import DeviceSpec
-from cosched.costmodel.targets import format_bytes, parse_bytes, resolve_targets
+from cosched.costmodel.targets import resolve_targets
 from cosched.errors import ConfigError
+from cosched.sizes import format_bytes, parse_bytes
 
 GPU = DeviceSpec(kind="cuda", name="V100-SXM2-16GB (spec)", fingerprint="spec-v100-16gb", cores=80,
                  memory_bytes=16 * 10**9, peak_flops=15.7e12, bandwidth=900e9, launch_overhead_s=5e-6)
