@@ -8,7 +8,8 @@ run side by side, tasks interfere only with tasks of their own device, communica
 run on a communication stream per device at their modelled latency. TPE minimises the
 makespan of one round of every tenant, under the interference and SLO constraints.
 
-Baselines, always decoded and reported, one stream per device: ``one-device`` (everything on
+Baselines, always decoded and reported, each device scheduled by the greedy list scheduler
+(:func:`~cosched.search.baselines.greedy_knobs`): ``one-device`` (everything on
 the first device, when it fits its cap), ``round-robin`` (units in graph order over the
 devices in turn; reported even over a cap, flagged) and ``largest-first`` (greedy by memory).
 The best feasible candidate wins, so the result is never worse in simulation than a baseline
@@ -26,6 +27,7 @@ from typing import Any
 import optuna
 
 from cosched.errors import ConfigError, SLOError
+from cosched.search.baselines import greedy_knobs
 from cosched.search.costtable import CostTable
 from cosched.search.decoder import DecoderKnobs, decode
 from cosched.search.optimizer import MAX_TENANT_KNOBS, SearchConfig, knobs_from_params, stream_limit
@@ -161,16 +163,20 @@ class _Search:
         return DeviceCandidate(name, dict(placement), schedule.with_method(name), sim, memory, fits, excess, slo)
 
     def baselines(self) -> list[DeviceCandidate]:
-        one = DecoderKnobs(streams=1)
+        # the greedy list scheduler inside every device (bottom-level priorities, the guard at
+        # the threshold, as many streams as the search may use), so that baselines and plan
+        # differ in placement, not in what runs inside a device
+        greedy = greedy_knobs(self.table, self.config.threshold)
+        one = replace(greedy, streams=min(greedy.streams, stream_limit(self.table, self.config)))
         out = []
         everything = dict.fromkeys(self.prints, 0)
         if device_bytes(self.prints, everything, self.table.graph, len(self.caps))[0] <= self.caps[0] and not any(
                 u[1] is not None for u in self.prints):
             out.append(self.candidate("one-device", everything, one))
         out.append(self.candidate("round-robin", round_robin(self.prints, len(self.caps)), one))
-        greedy = largest_first(self.prints, self.caps, self.table.graph)
-        if greedy is not None:
-            out.append(self.candidate("largest-first", greedy, one))
+        packed = largest_first(self.prints, self.caps, self.table.graph)
+        if packed is not None:
+            out.append(self.candidate("largest-first", packed, one))
         return out
 
     def placement(self, params: Mapping[str, Any]) -> dict[Unit, int] | None:
