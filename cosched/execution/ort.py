@@ -96,7 +96,8 @@ def build_segment(graph: Graph, task_ids: Sequence[int], threads: int,
                   constants: Mapping[str, torch.Tensor | np.ndarray]) -> OrtSegment:
     """One session for ``task_ids`` (one tenant's, in run order) with ``threads`` intra-op
     threads. Raises :class:`UnsupportedOpError` naming the tasks where onnxruntime cannot
-    load them (a subgraph attribute, an op or opset it lacks)."""
+    load them (a subgraph attribute, an op or opset it lacks) or where they hold a
+    communication op (:attr:`~cosched.ir.graph.Op.is_comm`), which runs on torch kernels."""
     import onnxruntime as ort
 
     tasks = [graph.task(i) for i in task_ids]
@@ -104,6 +105,10 @@ def build_segment(graph: Graph, task_ids: Sequence[int], threads: int,
     if len(tenants) != 1:
         raise CoschedError(f"an onnxruntime segment holds one tenant's tasks, got tenants {sorted(tenants)}")
     tenant = graph.tenant(tasks[0].tenant)
+    comm = [op.name for t in tasks for op in graph.task_ops(t) if op.is_comm]
+    if comm:
+        raise UnsupportedOpError(f"onnxruntime segments hold no communication ops, but tasks {list(task_ids)} "
+                                 f"of tenant {tenant.name!r} hold {comm[:3]}; they run on torch kernels")
     what = f"tasks {tasks[0].id}..{tasks[-1].id} of tenant {tenant.name!r}" if len(tasks) > 1 else (
         f"task {tasks[0].id} of tenant {tenant.name!r}")
     whole = Task(tasks[0].id, tenant.name, tuple(op for t in tasks for op in t.ops))
