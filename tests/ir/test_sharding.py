@@ -49,11 +49,11 @@ def test_split_outputs_equal_the_unsplit_graph(model: str, kind: str, options: d
     assert {t.shard for t in fused.tasks} == set(range(world))
 
 
-def test_tensor_split_of_bert_reduces_mlp_pairs_and_gathers_lone_matmuls() -> None:
+def test_tensor_split_of_bert_reduces_once_per_mlp_and_attention_block() -> None:
     split = _split("bert", "tensor", 2)
     comm = _comm(split)
-    assert comm["AllReduce"] == 2 * 2  # two layers' MLPs, one op per rank
-    assert comm["AllGather"] == 2 * 9  # q, k, v, attention output per layer, and the pooler Gemm
+    assert comm["AllReduce"] == 2 * 2 * 2  # per layer: the attention block and the MLP, one op per rank
+    assert comm["AllGather"] == 2  # the pooler Gemm, whose output is a graph output
     # the MLP's weights are sliced: columns of the first, rows of the second, nothing else kept
     first = {w.slice: n for n, w in split.weights.items() if w.initializer == "val_47"}
     assert set(first) == {(1, 0, 128), (1, 128, 256)}
@@ -65,6 +65,34 @@ def test_tensor_split_of_bert_reduces_mlp_pairs_and_gathers_lone_matmuls() -> No
     assert len(parts) == 2
     np.testing.assert_array_equal(np.concatenate([parts[first[(1, 0, 128)]], parts[first[(1, 128, 256)]]], axis=1),
                                   whole)
+
+
+def test_attention_is_split_by_whole_heads() -> None:
+    split = _split("bert", "tensor", 3)  # 4 heads of 16 over 3 shards: 2, 1 and 1 heads
+    query = {w.slice for w in split.weights.values() if w.initializer == "val_13"}
+    assert query == {(1, 0, 32), (1, 32, 48), (1, 48, 64)}
+    out_projection = {w.slice for w in split.weights.values() if w.initializer == "val_43"}
+    assert out_projection == {(0, 0, 32), (0, 32, 48), (0, 48, 64)}
+    softmax = Counter(split.tensor(op.outputs[0]).shape for op in split.ops if op.op_type == "Softmax")
+    assert softmax == {(1, 2, 16, 16): 2, (1, 1, 16, 16): 4}  # two layers, per head group
+
+
+def test_conv_splits_by_output_channels_and_gathers_before_a_grouped_conv() -> None:
+    split = _split("mobilenet_v2", "tensor", 2)
+    gathers = [op for op in split.ops if op.op_type == "AllGather"]
+    assert gathers and all(op.attr("axis") == 1 for op in gathers)
+    first = next(op for op in split.ops if op.op_type == "Conv")
+    assert split.tensor(first.inputs[1]).shape[0] == 8 // 2 and first.shard == 0
+    # resnet50: a Conv reading channel-split input is row-split (input channels), then reduced
+    resnet = _split("resnet50", "tensor", 2)
+    reduced = {name for op in resnet.ops if op.op_type == "AllReduce" for name in op.inputs}
+    closers = [op for op in resnet.ops if op.op_type == "Conv" and op.outputs[0] in reduced]
+    whole = {op.name: op for op in zoo_graph("resnet50").ops}
+    for op in closers:
+        original = whole[op.name.rsplit(".", 1)[0]]
+        full = zoo_graph("resnet50").tensor(original.inputs[1]).shape[1]
+        assert resnet.tensor(op.inputs[1]).shape[1] == resnet.tensor(op.inputs[0]).shape[1] == full // 2
+    assert sum(1 for op in closers if len(op.inputs) > 2) == len(closers) // 2  # the bias on rank 0 only
 
 
 def test_row_split_of_an_embedding_reduces_and_masks() -> None:

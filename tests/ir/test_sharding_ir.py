@@ -46,6 +46,36 @@ def _gemm_model() -> onnx.ModelProto:
     )
 
 
+def _fallback_model() -> onnx.ModelProto:
+    """x(4,6) -> MatMul(W (6,12)) -> Reshape (4,2,6) -> Transpose -> y (6,2,4);
+    x -> Gemm(W2 (6,10)) -> g (4,10) -> Gemm(g, W3 (4,3), transA=1) -> z (10,3)."""
+    return make_model(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Reshape", ["h", "shape"], ["r"], name="view"),
+            helper.make_node("Transpose", ["r"], ["y"], name="t", perm=[2, 1, 0]),
+            helper.make_node("Gemm", ["x", "w2"], ["g"], name="g1"),
+            helper.make_node("Gemm", ["g", "w3"], ["z"], name="g2", transA=1),
+        ],
+        [tensor("x", F, [4, 6])],
+        [tensor("y", F, [6, 2, 4]), tensor("z", F, [10, 3])],
+        {"w": _w(6, 12), "shape": np.array([4, 2, 6], dtype=np.int64), "w2": _w(6, 10), "w3": _w(4, 3)},
+        name="fallback",
+    )
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ops_that_cannot_run_on_parts_get_them_gathered(world: int) -> None:
+    """The reshape cuts 12 columns into 2 blocks of 6: at world 3 the parts (4, 4, 4) do not
+    follow them and are gathered first; a Gemm with transA does not contract the split axis."""
+    graph = load_models([_fallback_model()])
+    split = apply_splits(graph, [SplitSpec("tensor", "fallback", world)])
+    gathered = {op.outputs[0].split("/")[1] for op in split.ops if op.op_type == "AllGather" and op.shard == 0}
+    assert gathered == ({"h", "g"} if world == 3 else {"y", "g"})
+    feeds = {"fallback": {"x": _w(4, 6)}}
+    assert_same_outputs(SequentialExecutor(split).run(feeds), SequentialExecutor(graph).run(feeds))
+
+
 def _gather_model(dtype: int) -> onnx.ModelProto:
     """Gather(table (7,3), idx) with idx of ``dtype``, some negative -> Relu -> y."""
     return make_model(

@@ -9,8 +9,8 @@ returns a new verified graph in which every op of a split tenant has its
 one process and its outputs can be compared with the unsplit graph's. The passes:
 
 * :mod:`~cosched.ir.sharding.pipeline`: contiguous stages with Transfers between them;
-* :mod:`~cosched.ir.sharding.tensor`: Megatron-style column/row splits of MatMul/Gemm and
-  output-channel splits of Conv;
+* :mod:`~cosched.ir.sharding.tensor`: Megatron-style column/row splits of MatMul/Gemm (MLP
+  and attention blocks, by whole heads) and output-channel splits of Conv;
 * :mod:`~cosched.ir.sharding.embedding`: row-wise or table-wise sharding of embedding Gathers.
 
 Weights of split ops are slices of their initializers (:attr:`WeightRef.slice`).
