@@ -105,12 +105,12 @@ def build_segment(graph: Graph, task_ids: Sequence[int], threads: int,
     if len(tenants) != 1:
         raise CoschedError(f"an onnxruntime segment holds one tenant's tasks, got tenants {sorted(tenants)}")
     tenant = graph.tenant(tasks[0].tenant)
-    comm = [op.name for t in tasks for op in graph.task_ops(t) if op.is_comm]
-    if comm:
-        raise UnsupportedOpError(f"onnxruntime segments hold no communication ops, but tasks {list(task_ids)} "
-                                 f"of tenant {tenant.name!r} hold {comm[:3]}; they run on torch kernels")
     what = f"tasks {tasks[0].id}..{tasks[-1].id} of tenant {tenant.name!r}" if len(tasks) > 1 else (
         f"task {tasks[0].id} of tenant {tenant.name!r}")
+    comm = [op.name for t in tasks for op in graph.task_ops(t) if op.is_comm]
+    if comm:
+        raise UnsupportedOpError(f"onnxruntime cannot run {what}: they hold communication op(s) {comm[:3]}, "
+                                 "which run on torch kernels")
     whole = Task(tasks[0].id, tenant.name, tuple(op for t in tasks for op in t.ops))
     reads = graph.task_inputs(whole)
     fixed = {n: _array(constants[n]) for n in reads if n in constants}

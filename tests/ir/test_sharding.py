@@ -12,7 +12,7 @@ from sharding_helpers import assert_same_outputs, feeds, reference, zoo_graph
 from cosched.errors import ConfigError, CoschedError, UnsupportedOpError
 from cosched.ir import analyse, fuse, read_weights
 from cosched.ir.graph import Graph
-from cosched.ir.sharding import SplitSpec, apply_splits, bounds, split_options
+from cosched.ir.sharding import SplitSpec, apply_splits, bounds, shard_weights, split_options
 from cosched.ir.sharding.pipeline import balanced_cuts
 from cosched.runtime.sequential import SequentialExecutor
 
@@ -65,6 +65,34 @@ def test_tensor_split_of_bert_reduces_once_per_mlp_and_attention_block() -> None
     assert len(parts) == 2
     np.testing.assert_array_equal(np.concatenate([parts[first[(1, 0, 128)]], parts[first[(1, 128, 256)]]], axis=1),
                                   whole)
+
+
+@pytest.mark.parametrize(("model", "kind", "options"), [("bert", "tensor", {}), ("dlrm", "embedding", {}),
+                                                       ("dlrm", "embedding", {"mode": "table"}),
+                                                       ("resnet50", "pipeline", {"balance": "params"})])
+def test_each_shard_loads_only_its_part_of_the_weights(model: str, kind: str, options: dict) -> None:
+    whole, split = zoo_graph(model), _split(model, kind, 2, options)
+    per_shard = shard_weights(split, model)
+    assert shard_weights(whole, model) == {0: tuple(sorted(whole.weights))}
+    assert set(per_shard) == {0, 1}
+
+    def nbytes(names: tuple[str, ...], graph: Graph) -> int:
+        return sum(graph.tensor(n).nbytes for n in names)
+
+    total = nbytes(tuple(whole.weights), whole)
+    assert max(nbytes(names, split) for names in per_shard.values()) < total
+    # every original weight is loaded once, whole or as slices that add up to it (a reshape's
+    # shape is not loaded where each shard reshapes to its own shape, a constant)
+    loaded = {n for names in per_shard.values() for n in names}
+    by_source: dict[str, int] = {}
+    for n in loaded:
+        by_source[split.weights[n].initializer] = by_source.get(split.weights[n].initializer, 0) + \
+            split.tensor(n).nbytes
+    expected = {whole.weights[n].initializer: whole.tensor(n).nbytes for n in whole.weights}
+    assert {k: expected[k] for k in by_source} == by_source
+    for n in whole.weights:
+        if whole.weights[n].initializer not in by_source:
+            assert {op.op_type for op in whole.consumers(n)} == {"Reshape"}
 
 
 def test_attention_is_split_by_whole_heads() -> None:

@@ -18,8 +18,8 @@ Weights of split ops are slices of their initializers (:attr:`WeightRef.slice`).
 
 from __future__ import annotations
 
-from cosched.ir.sharding._apply import Split, apply_splits, split_options
+from cosched.ir.sharding._apply import Split, apply_splits, shard_weights, split_options
 from cosched.ir.sharding._rewrite import bounds
 from cosched.ir.sharding._spec import SplitKind, SplitSpec
 
-__all__ = ["Split", "SplitKind", "SplitSpec", "apply_splits", "bounds", "split_options"]
+__all__ = ["Split", "SplitKind", "SplitSpec", "apply_splits", "bounds", "shard_weights", "split_options"]

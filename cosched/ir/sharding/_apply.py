@@ -12,7 +12,7 @@ from cosched.ir.sharding.embedding import embedding_tables, split_embedding
 from cosched.ir.sharding.pipeline import split_pipeline
 from cosched.ir.sharding.tensor import split_tensor, tensor_anchors
 
-__all__ = ["Split", "apply_splits", "split_options"]
+__all__ = ["Split", "apply_splits", "shard_weights", "split_options"]
 
 _PASSES: Mapping[str, Callable[[Graph, SplitSpec], Graph]] = {
     "pipeline": split_pipeline,
@@ -70,3 +70,15 @@ def split_options(graph: Graph, tenant: str, world: int) -> list[SplitSpec]:
             continue
         usable.append(spec)
     return usable
+
+
+def shard_weights(graph: Graph, tenant: str) -> dict[int, tuple[str, ...]]:
+    """The weights each shard slot of split tenant ``tenant`` reads (sorted names): what a
+    device running that slot loads. A tenant that is not split is all slot 0."""
+    graph.tenant(tenant)
+    found: dict[int, set[str]] = {}
+    for op in graph.ops:
+        if op.tenant == tenant:
+            names = found.setdefault(op.shard or 0, set())
+            names.update(i for i in op.inputs if i in graph.weights)
+    return {shard: tuple(sorted(names)) for shard, names in sorted(found.items())}
