@@ -218,3 +218,15 @@ def test_one_split_per_tenant_and_only_before_fusion() -> None:
         apply_splits(_split("dlrm", "pipeline", 2), [SplitSpec("tensor", "dlrm", 2)])
     with pytest.raises(CoschedError, match="unfused graph"):
         apply_splits(fuse(graph), [SplitSpec("tensor", "dlrm", 2)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "kind"), [("bert", "tensor"), ("resnet50", "tensor"), ("dlrm", "embedding")])
+def test_full_size_splits_keep_the_outputs(model: str, kind: str) -> None:
+    from cosched import zoo
+    from cosched.ir import load_models
+
+    graph = load_models([zoo.export(model, size="full")], names=[model])
+    inputs = {model: zoo.example_inputs(model, "full")}
+    split = apply_splits(graph, [SplitSpec(kind, model, 2)])  # type: ignore[arg-type]
+    assert_same_outputs(SequentialExecutor(split).run(inputs), SequentialExecutor(graph).run(inputs))

@@ -26,7 +26,7 @@ class Split(Pass):
 
     def __init__(self, spec: SplitSpec) -> None:
         self.spec = spec
-        self.name = f"{spec.kind} split of tenant {spec.tenant!r} over {spec.world}"
+        self.name = "apply_splits"
 
     def run(self, graph: Graph) -> Graph:
         if self.spec.tenant not in graph.tenant_names:
