@@ -137,6 +137,9 @@ def test_table_split_places_whole_tables_largest_first() -> None:
     # tables of 50, 30, 20 rows: 50 -> slot 0, 30 -> slot 1, 20 -> slot 1 (240 < 400 bytes)
     assert (shards["node_embedding"], shards["node_embedding_1"], shards["node_embedding_2"]) == (0, 1, 1)
     assert set(_comm(split)) == {"Transfer"}
+    # the bag's pooling and the Unsqueeze run beside the table: the pooled (1, 1, 8) result moves
+    moved = sorted(split.tensor(op.inputs[0]).shape for op in split.ops if op.op_type == "Transfer")
+    assert moved == [(1, 1, 8), (1, 1, 8), (1, 2), (1, 2)]
     assert all(w.slice is None for w in split.weights.values())
 
 

@@ -7,8 +7,9 @@
   ``Equal(shifted, clamped)``); an ``AllReduce`` sums the shards' lookups into the
   original output.
 * **table** (``"table"``): whole tables go to different slots, largest first onto the slot
-  holding the fewest table bytes so far (as DLRM places its tables); the Gather runs there
-  and its indices and result move by ``Transfer``. World must be at most the number of tables.
+  holding the fewest table bytes so far (as DLRM places its tables); the Gather runs there,
+  with the ops that read only its result after it (a bag's pooling), and the indices and the
+  pooled result move by ``Transfer``. World must be at most the number of tables.
 
 Every other op runs on slot 0. ``options["ops"]`` names the Gathers to shard; without it
 every Gather on a weight table along axis 0 with at least ``world`` rows is.
@@ -87,7 +88,25 @@ def _table_slots(graph: Graph, gathers: list[Op], world: int) -> dict[str, int]:
         slot = min(range(world), key=lambda s: (load[s], s))
         slots[op.name] = slot
         load[slot] += graph.tensor(op.inputs[0]).nbytes
+        slots.update(dict.fromkeys(_followers(graph, op), slot))
     return slots
+
+
+def _followers(graph: Graph, op: Op) -> list[str]:
+    """The ops after a lookup that read only its result (and weights or constants), one
+    after another: a bag's pooling (ReduceSum) and reshapes run beside the table, so only
+    their smaller result moves."""
+    outputs = {n for t in graph.tenants for _, n in t.outputs}
+    found: list[str] = []
+    t = op.outputs[0]
+    while t not in outputs and len(readers := graph.consumers(t)) == 1:
+        nxt = readers[0]
+        reads = [i for i in nxt.inputs if i]
+        if any(i != t and graph.tensor(i).kind not in ("weight", "constant") for i in reads) or len(nxt.outputs) != 1:
+            break
+        found.append(nxt.name)
+        t = nxt.outputs[0]
+    return found
 
 
 def _row_shard(rw: Rewriter, op: Op, r: int, start: int, stop: int) -> str:
