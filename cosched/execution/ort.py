@@ -96,7 +96,8 @@ def build_segment(graph: Graph, task_ids: Sequence[int], threads: int,
                   constants: Mapping[str, torch.Tensor | np.ndarray]) -> OrtSegment:
     """One session for ``task_ids`` (one tenant's, in run order) with ``threads`` intra-op
     threads. Raises :class:`UnsupportedOpError` naming the tasks where onnxruntime cannot
-    load them (a subgraph attribute, an op or opset it lacks)."""
+    load them (a subgraph attribute, an op or opset it lacks) or where they hold a
+    communication op (:attr:`~cosched.ir.graph.Op.is_comm`), which runs on torch kernels."""
     import onnxruntime as ort
 
     tasks = [graph.task(i) for i in task_ids]
@@ -106,6 +107,10 @@ def build_segment(graph: Graph, task_ids: Sequence[int], threads: int,
     tenant = graph.tenant(tasks[0].tenant)
     what = f"tasks {tasks[0].id}..{tasks[-1].id} of tenant {tenant.name!r}" if len(tasks) > 1 else (
         f"task {tasks[0].id} of tenant {tenant.name!r}")
+    comm = [op.name for t in tasks for op in graph.task_ops(t) if op.is_comm]
+    if comm:
+        raise UnsupportedOpError(f"onnxruntime cannot run {what}: they hold communication op(s) {comm[:3]}, "
+                                 "which run on torch kernels")
     whole = Task(tasks[0].id, tenant.name, tuple(op for t in tasks for op in t.ops))
     reads = graph.task_inputs(whole)
     fixed = {n: _array(constants[n]) for n in reads if n in constants}

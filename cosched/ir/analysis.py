@@ -39,6 +39,10 @@ conventions, so that numbers from different ops add up and compare:
   metadata (0 bytes read); selecting ops (:data:`SELECT_OPS`: Gather, GatherElements,
   GatherND, Slice) read from their data input (input 0) only as many elements as they
   write, never more than it holds (an embedding lookup reads its rows, not the table).
+* **Communication ops** (:attr:`Op.is_comm`: Transfer, AllReduce, AllGather, AllToAll)
+  do no arithmetic: 0 FLOPs, ``bytes_read`` the bytes the op's shard sends (a Transfer's
+  input; a collective's own rank's input, ``inputs[rank]``) and ``bytes_written`` the bytes
+  it receives into its output, so that a communication model can price them.
 * **Parameter bytes**: the sizes of the op's distinct inputs of kind ``"weight"``.
 
 Graph and tenant totals are sums over ops. Arithmetic intensity is FLOPs per byte moved
@@ -265,6 +269,8 @@ def _nbytes(info: TensorInfo) -> int:
 
 def op_cost(graph: Graph, op: Op) -> OpCost:
     """The :class:`OpCost` of one op of ``graph``."""
+    if op.is_comm:
+        return _comm_cost(graph, op)
     if op.op_type in VIEW_OPS and op.domain in ("", "ai.onnx"):
         return OpCost()
     reads = [graph.tensor(name) for name in dict.fromkeys(i for i in op.inputs if i)]
@@ -279,6 +285,12 @@ def op_cost(graph: Graph, op: Op) -> OpCost:
         read = sum(_nbytes(t) for t in reads)
     params = sum(_nbytes(t) for t in reads if t.kind == "weight")
     return OpCost(op_flops(graph, op), read, written, params)
+
+
+def _comm_cost(graph: Graph, op: Op) -> OpCost:
+    sent = op.inputs[0] if op.op_type == "Transfer" else op.inputs[int(op.attr("rank", 0))]
+    written = sum(_nbytes(graph.tensor(o)) for o in op.outputs if o)
+    return OpCost(0, _nbytes(graph.tensor(sent)), written, 0)
 
 
 class Analyse(Pass):

@@ -21,7 +21,8 @@ fusion in inference compilers:
    into it (the exporters' GELU ``x*0.5*(1+erf(x/sqrt 2))`` and SiLU ``x*sigmoid(x)`` read
    ``x`` twice and stay one task). Only the last op of a task feeds other tasks or
    writes a graph output.
-4. Tasks never span tenants, and the task DAG stays acyclic (every task is convex: no path
+4. Tasks never span tenants or shards (:attr:`Op.shard`; a communication op, being opaque,
+   is alone in its task), and the task DAG stays acyclic (every task is convex: no path
    leaves it and comes back).
 
 The algorithm is linear in the size of the graph. Pass 1 walks the ops in topological
@@ -97,7 +98,7 @@ def _grow_groups(graph: Graph) -> list[list[int]]:
             target = max((group_of[position[p.name]] for p in producers if p is not None), default=-1)
             if target >= 0:
                 head = graph.ops[groups[target][0]]
-                if op_kind(head) is OpKind.OPAQUE or head.tenant != op.tenant:
+                if op_kind(head) is OpKind.OPAQUE or head.tenant != op.tenant or head.shard != op.shard:
                     target = -1
         if target < 0:
             target = len(groups)
@@ -151,7 +152,8 @@ class Fuse(Pass):
         for group in _grow_groups(graph):
             for segment in _split_group(graph, group, outputs):
                 ops = [graph.ops[i] for i in segment]
-                tasks.append(Task(len(tasks), ops[0].tenant, tuple(op.name for op in ops), task_name(ops)))
+                tasks.append(Task(len(tasks), ops[0].tenant, tuple(op.name for op in ops), task_name(ops),
+                                  ops[0].shard))
         return graph.replace(tasks=tuple(tasks))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from cosched.errors import GraphError
 
 __all__ = [
+    "COMM_DOMAIN",
     "Graph",
     "Op",
     "OpCost",
@@ -41,6 +42,10 @@ __all__ = [
 TensorKind = Literal["input", "weight", "constant", "activation"]
 
 SEP = "/"
+
+#: The domain of the communication ops a split inserts (Transfer, AllReduce, AllGather,
+#: AllToAll; see :mod:`cosched.ir.sharding`).
+COMM_DOMAIN = "cosched"
 
 
 def qualify(tenant: str, name: str) -> str:
@@ -117,6 +122,12 @@ class Op:
     domain: str = ""
     opset: int = 0
     cost: OpCost | None = None
+    shard: int | None = None
+
+    @property
+    def is_comm(self) -> bool:
+        """Whether this is a communication op (domain :data:`COMM_DOMAIN`)."""
+        return self.domain == COMM_DOMAIN
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
@@ -127,20 +138,25 @@ class Op:
 
 @dataclass(frozen=True)
 class Task:
-    """A unit the scheduler places on one stream: ops of one tenant run back to back."""
+    """A unit the scheduler places on one stream: ops of one tenant run back to back.
+    ``shard`` is its ops' shard slot (they share one; None in a tenant that is not split)."""
 
     id: int
     tenant: str
     ops: tuple[str, ...]
     name: str = ""
+    shard: int | None = None
 
 
 @dataclass(frozen=True)
 class WeightRef:
-    """Where a weight's value lives: initializer ``initializer`` of tenant ``tenant``'s model."""
+    """Where a weight's value lives: initializer ``initializer`` of tenant ``tenant``'s model,
+    or with ``slice = (axis, start, stop)`` the part ``start:stop`` of it along ``axis`` (a
+    split op's shard of a weight)."""
 
     tenant: str
     initializer: str
+    slice: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -352,8 +368,39 @@ class Graph:
             for own, name in t.inputs + t.outputs:
                 if name not in self.tensors:
                     raise GraphError(f"tenant {t.name!r}: graph tensor {own!r} ({name}) has no TensorInfo")
+        self._verify_shards()
         self._verify_tasks()
         return True
+
+    def _verify_shards(self) -> None:
+        """A tenant's ops all have a shard or none do; data crosses shards only through
+        communication ops; graph inputs are fed on slot 0."""
+        split: dict[str, bool] = {}
+        inputs = {name for t in self.tenants for _, name in t.inputs}
+        for op in self.ops:
+            has = op.shard is not None
+            if split.setdefault(op.tenant, has) != has:
+                raise GraphError(f"tenant {op.tenant!r}: op {op.name!r} has shard {op.shard}, but other ops of "
+                                 "the tenant do not agree; in a split tenant every op has a shard, else none")
+            if not has:
+                if op.is_comm:
+                    raise GraphError(f"communication op {op.name!r} ({op.op_type}) has no shard")
+                continue
+            if isinstance(op.shard, bool) or not isinstance(op.shard, int) or op.shard < 0:
+                raise GraphError(f"op {op.name!r} has shard {op.shard!r}; a shard is an int >= 0")
+            if op.is_comm:
+                home = op.attr("dst") if op.op_type == "Transfer" else op.attr("rank")
+                if home != op.shard:
+                    raise GraphError(f"communication op {op.name!r} ({op.op_type}) runs on shard {op.shard} "
+                                     f"but its attributes place it on {home}")
+                continue
+            for name in op.inputs:
+                src = self._producer.get(name) if name else None
+                where = src.shard if src is not None else (0 if name in inputs else op.shard)
+                if where != op.shard:
+                    raise GraphError(
+                        f"op {op.name!r} on shard {op.shard} reads {name!r}, which is on shard {where}; "
+                        "data crosses shards only through a Transfer or a collective")
 
     def _verify_op(self, op: Op, tenants: set[str], seen: set[str], available: set[str]) -> None:
         if op.name in seen:
@@ -398,6 +445,13 @@ class Graph:
                 if self._op_by_name[name].tenant != task.tenant:
                     raise GraphError(f"task {task.id} of tenant {task.tenant!r} holds op {name!r} of another tenant")
                 covered[name] = task.id
+            ops = self.task_ops(task)
+            if any(op.shard != task.shard for op in ops):
+                raise GraphError(f"task {task.id} has shard {task.shard} but holds ops of shards "
+                                 f"{sorted({str(op.shard) for op in ops})}; a task runs on one shard")
+            if len(ops) > 1 and any(op.is_comm for op in ops):
+                raise GraphError(f"task {task.id} holds a communication op among {len(ops)} ops; "
+                                 "a communication op is alone in its task")
             order = [position[n] for n in task.ops]
             if order != sorted(order):
                 raise GraphError(f"task {task.id} lists its ops out of topological order: {task.ops}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,24 +285,40 @@ def _merge(parts: Sequence[_Part]) -> Graph:
 
 
 # ----------------------------------------------------------------- weights
-def read_weights(graph: Graph, tenant: str) -> dict[str, np.ndarray]:
+def read_weights(graph: Graph, tenant: str, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
     """The values of tenant ``tenant``'s weights, keyed by graph-wide tensor name.
 
     Reads the tenant's ONNX file again (external data from next to it) and refuses a file
     whose sha256 differs from the one imported; an in-memory model is read from its proto.
+    A weight whose :class:`WeightRef` has a slice is that part of its initializer (a copy).
+    ``names`` restricts the result to those weights (those a device needs).
     """
     info = graph.tenant(tenant)
-    wanted = {ref.initializer: name for name, ref in graph.weights.items() if ref.tenant == tenant}
+    wanted: dict[str, list[tuple[str, tuple[int, int, int] | None]]] = {}
+    for name, ref in graph.weights.items():
+        if ref.tenant == tenant and (names is None or name in names):
+            wanted.setdefault(ref.initializer, []).append((name, ref.slice))
     model, base_dir = _weights_model(info)
     values: dict[str, np.ndarray] = {}
     for tensor in model.graph.initializer:
         if tensor.name in wanted:
             what = f"tenant {tenant!r}: initializer {tensor.name!r}"
-            values[wanted[tensor.name]] = initializer_array(tensor, what, base_dir)
+            array = initializer_array(tensor, what, base_dir)
+            for name, part in wanted[tensor.name]:
+                values[name] = array if part is None else _slice(array, part, what)
     missing = sorted(set(wanted) - {t.name for t in model.graph.initializer})
     if missing:
         raise ModelLoadError(f"tenant {tenant!r}: initializer(s) {missing[:5]} missing from {info.source or 'the model'}")
     return values
+
+
+def _slice(array: np.ndarray, part: tuple[int, int, int], what: str) -> np.ndarray:
+    axis, start, stop = part
+    if not (0 <= axis < array.ndim and 0 <= start < stop <= array.shape[axis]):
+        raise ModelLoadError(f"{what}: slice {start}:{stop} of axis {axis} does not fit its shape {array.shape}")
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(start, stop)
+    return np.ascontiguousarray(array[tuple(index)])
 
 
 def _weights_model(info: TenantInfo) -> tuple[onnx.ModelProto, Path | None]:

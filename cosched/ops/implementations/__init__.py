@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cosched.ops.implementations import (  # noqa: F401
     activations,
+    comm,
     elementwise,
     indexing,
     nn,
