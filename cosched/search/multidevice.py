@@ -20,13 +20,14 @@ round per the longest time any device is busy in a round.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 
 from cosched.errors import ConfigError, SLOError
+from cosched.ir.sharding import SplitSpec
 from cosched.search.baselines import greedy_knobs
 from cosched.search.costtable import CostTable
 from cosched.search.decoder import DecoderKnobs, decode
@@ -48,7 +49,20 @@ from cosched.search.simulator import Interference, SimResult, simulate
 from cosched.search.study import open_study
 from cosched.sizes import format_bytes
 
-__all__ = ["DeviceCandidate", "DeviceSearchResult", "optimize_devices"]
+__all__ = ["DeviceCandidate", "DeviceSearchResult", "Variant", "optimize_devices", "optimize_splits"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One choice of splits (none: every tenant whole): its graph's cost table and the
+    latencies of its communication tasks."""
+
+    splits: tuple[SplitSpec, ...]
+    table: CostTable
+    comm_ms: Mapping[int, float] = field(default_factory=dict)
+
+
+Build = Callable[[tuple[SplitSpec, ...]], Variant]
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class DeviceCandidate:
     fits: bool
     excess: float
     slo_excess: float
+    variant: Variant | None = field(default=None, compare=False, repr=False)
 
     @property
     def throughput_rps(self) -> float:
@@ -113,24 +128,48 @@ class DeviceSearchResult:
                     "placement": {f"{t}" if s is None else f"{t}#{s}": d for (t, s), d in sorted(
                         c.placement.items(), key=lambda x: (x[0][0], -1 if x[0][1] is None else x[0][1]))}}
         return {"devices": list(self.names), "caps_bytes": list(self.caps), "trials": self.trials,
+                "splits": [s.to_json() for s in self.variant.splits],
                 "plan": row(self.best), "baselines": {b.name: row(b) for b in self.baselines}}
+
+    @property
+    def variant(self) -> Variant:
+        """The splits, graph and communication latencies of the chosen candidate."""
+        assert self.best.variant is not None
+        return self.best.variant
 
 
 def optimize_devices(table: CostTable, caps: Sequence[int], names: Sequence[str], config: SearchConfig,
                      comm_ms: Mapping[int, float] | None = None) -> DeviceSearchResult:
-    """Place ``table``'s units on ``len(caps)`` devices and schedule each; see the module
-    docstring. Raises :class:`ConfigError` when no placement can fit the caps, and
-    :class:`SLOError` when no candidate meets the SLOs (unless ``best_effort``)."""
+    """Place ``table``'s units on ``len(caps)`` devices and schedule each (no split to choose);
+    see :func:`optimize_splits`."""
+    fixed = Variant((), table, dict(comm_ms or {}))
+    return optimize_splits(lambda _: fixed, {}, caps, names, config)
+
+
+def optimize_splits(build: Build, choices: Mapping[str, Sequence[SplitSpec]], caps: Sequence[int],
+                    names: Sequence[str], config: SearchConfig) -> DeviceSearchResult:
+    """Choose a split of each tenant of ``choices`` (tenant -> the splits that make it fit,
+    :func:`cosched.search.splitting.split_choices`; ``build`` makes the cost table of a choice)
+    jointly with the placement and the schedule of every device; see the module docstring.
+    Raises :class:`ConfigError` when no placement can fit the caps, and :class:`SLOError`
+    when no candidate meets the SLOs (unless ``best_effort``)."""
     if len(caps) != len(names) or len(caps) < 2:
         raise ConfigError(f"a multi-device search needs two or more devices with a cap each; got {list(names)}")
-    graph = table.graph
-    prints = footprints(graph, table.latency)
-    check_fits(prints, caps, names, graph)
-    comm = dict(comm_ms or {})
-    search = _Search(table, prints, tuple(caps), config, comm)
-    baselines = search.baselines()
-    study = search.study()
-    candidates = [b for b in baselines if b.fits] + search.finalists(study)
+    tenants = sorted(choices)
+    searches: dict[tuple[int, ...], _Search] = {}
+
+    def search_of(picked: tuple[int, ...]) -> _Search:
+        if picked not in searches:
+            variant = build(tuple(choices[t][i] for t, i in zip(tenants, picked, strict=True)))
+            prints = footprints(variant.table.graph, variant.table.latency)
+            check_fits(prints, caps, names, variant.table.graph)
+            searches[picked] = _Search(variant, prints, tuple(caps), config)
+        return searches[picked]
+
+    first = search_of((0,) * len(tenants))
+    baselines = first.baselines()
+    study = _study(search_of, tenants, choices, first, config)
+    candidates = [b for b in baselines if b.fits] + _finalists(study, search_of, tenants, config)
     if not candidates:
         raise ConfigError(f"no placement found that fits the caps {_caps(caps, names)}; raise the caps or split "
                           "the largest tenants")
@@ -141,26 +180,79 @@ def optimize_devices(table: CostTable, caps: Sequence[int], names: Sequence[str]
         raise SLOError(f"no multi-device schedule meets the latency objectives: best found {misses} (relax the "
                        "SLOs, add devices, or pass best_effort=True)")
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) if study else 0
-    best = replace(best, sim=simulate(best.schedule, table, record_pairs=True, comm_ms=comm))  # with its pairs
+    assert best.variant is not None
+    best = replace(best, sim=simulate(best.schedule, best.variant.table, record_pairs=True,  # with its pairs
+                                      comm_ms=best.variant.comm_ms))
     return DeviceSearchResult(best, tuple(baselines), tuple(caps), tuple(names), done, dict(config.slo_ms),
                               study.study_name if study is not None and config.storage else None, config.threshold)
 
 
+def _study(search_of: Callable[[tuple[int, ...]], _Search], tenants: Sequence[str],
+           choices: Mapping[str, Sequence[SplitSpec]], first: _Search, config: SearchConfig) -> optuna.Study | None:
+    if not config.trials:
+        return None
+    sampler = optuna.samplers.TPESampler(seed=config.seed)
+    if config.storage:
+        key = {"multi_device": True, "caps": list(first.caps), "threshold": repr(config.threshold),
+               "slo_ms": sorted(config.slo_ms.items()),
+               "splits": {t: [s.to_json() for s in choices[t]] for t in tenants}}
+        study = open_study(first.table, config.storage, key, config.study_name, sampler, ["minimize"])
+    else:
+        study = optuna.create_study(sampler=sampler, direction="minimize")
+
+    def objective(trial: optuna.Trial) -> float:
+        picked = tuple(trial.suggest_int(f"split_{i}", 0, len(choices[t]) - 1) for i, t in enumerate(tenants))
+        c = search_of(picked).trial(trial)
+        trial.set_user_attr("rank", [c.excess, c.slo_excess])
+        return c.sim.makespan + 1e6 * (c.excess + c.slo_excess)
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        if not study.trials:
+            zero = {f"split_{i}": 0 for i in range(len(tenants))}
+            for params in ({"w_memory": 1.0, "balance": 0.0}, {"w_memory": 0.0, "balance": 1.0}):
+                study.enqueue_trial(zero | params)
+        study.optimize(objective, n_trials=config.trials, timeout=config.timeout_s, show_progress_bar=config.progress)
+    finally:
+        optuna.logging.set_verbosity(previous)
+    return study
+
+
+def _finalists(study: optuna.Study | None, search_of: Callable[[tuple[int, ...]], _Search],
+               tenants: Sequence[str], config: SearchConfig) -> list[DeviceCandidate]:
+    if study is None:
+        return []
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done.sort(key=lambda t: (t.value, t.number))
+    out = []
+    for trial in done[: max(1, config.top_k)]:
+        picked = tuple(int(trial.params[f"split_{i}"]) for i in range(len(tenants)))
+        c = search_of(picked).replay(trial.params, trial.number)
+        if c is not None and c.fits:
+            out.append(c)
+    return out
+
+
 class _Search:
-    def __init__(self, table: CostTable, prints: Mapping[Unit, Footprint], caps: tuple[int, ...],
-                 config: SearchConfig, comm: Mapping[int, float]) -> None:
-        self.table, self.prints, self.caps, self.config, self.comm = table, prints, caps, config, comm
+    """Placements and schedules of one variant (one choice of splits)."""
+
+    def __init__(self, variant: Variant, prints: Mapping[Unit, Footprint], caps: tuple[int, ...],
+                 config: SearchConfig) -> None:
+        self.variant, self.table, self.prints, self.caps, self.config = variant, variant.table, prints, caps, config
         self.tenants = list(dict.fromkeys(u[0] for u in prints))
 
     def candidate(self, name: str, placement: Mapping[Unit, int], knobs: DecoderKnobs) -> DeviceCandidate:
         graph, config = self.table.graph, self.config
         schedule, sim = decode(self.table, knobs, method=name, record_pairs=False,
-                               device_of=task_devices(graph, placement), devices=len(self.caps), comm_ms=self.comm)
+                               device_of=task_devices(graph, placement), devices=len(self.caps),
+                               comm_ms=self.variant.comm_ms)
         memory = device_bytes(self.prints, placement, graph, len(self.caps))
         fits = all(m <= c for m, c in zip(memory, self.caps, strict=True))
         excess = sim.excess(config.threshold) if math.isfinite(config.threshold) else 0.0
         slo = sum(max(0.0, sim.tenant_completion[t] / s - 1.0) for t, s in config.slo_ms.items())
-        return DeviceCandidate(name, dict(placement), schedule.with_method(name), sim, memory, fits, excess, slo)
+        return DeviceCandidate(name, dict(placement), schedule.with_method(name), sim, memory, fits, excess, slo,
+                               self.variant)
 
     def baselines(self) -> list[DeviceCandidate]:
         # the greedy list scheduler inside every device (bottom-level priorities, the guard at
@@ -184,66 +276,36 @@ class _Search:
         knobs = PlacementKnobs(params["w_memory"], params["balance"], bias)
         return balanced(self.prints, self.caps, self.table.graph, knobs)
 
-    def study(self) -> optuna.Study | None:
+    def trial(self, trial: optuna.Trial) -> DeviceCandidate:
+        """Sample placement and decoder knobs in ``trial`` and decode them (pruned when the
+        placement cannot fit)."""
         config = self.config
-        if not config.trials:
+        trial.suggest_float("w_memory", 0.0, 1.0)
+        trial.suggest_float("balance", 0.0, 1.0)
+        if len(self.tenants) <= MAX_TENANT_KNOBS:
+            for i in range(len(self.tenants)):
+                trial.suggest_float(f"place_{i}", 0.0, 1.0)
+        placement = self.placement(trial.params)
+        if placement is None:
+            raise optuna.TrialPruned("no device fits a unit under these placement knobs")
+        trial.suggest_int("streams", 1, stream_limit(self.table, config))
+        for name, low, high in (("w_bottom", 0.0, 1.0), ("w_work", -0.5, 0.5), ("w_alternate", 0.0, 1.0),
+                                ("w_chain", 0.0, 2.0), ("noise", 0.0, 1.0)):
+            trial.suggest_float(name, low, high)
+        trial.suggest_int("noise_seed", 0, 2**16)
+        if math.isfinite(config.threshold):
+            trial.suggest_float("guard", 1.0, config.threshold)
+        knobs = knobs_from_params(trial.params, len(self.table.tenants), config.threshold)
+        return self.candidate("optuna-tpe", placement, knobs)
+
+    def replay(self, params: Mapping[str, Any], number: int) -> DeviceCandidate | None:
+        """The candidate of a finished trial's parameters."""
+        placement = self.placement(params)
+        if placement is None:
             return None
-        sampler = optuna.samplers.TPESampler(seed=config.seed)
-        if config.storage:
-            key = {"multi_device": True, "caps": list(self.caps), "threshold": repr(config.threshold),
-                   "slo_ms": sorted(config.slo_ms.items())}
-            study = open_study(self.table, config.storage, key, config.study_name, sampler, ["minimize"])
-        else:
-            study = optuna.create_study(sampler=sampler, direction="minimize")
-        limit = stream_limit(self.table, config)
-        n = len(self.table.tenants)
-
-        def objective(trial: optuna.Trial) -> float:
-            trial.suggest_float("w_memory", 0.0, 1.0)
-            trial.suggest_float("balance", 0.0, 1.0)
-            if len(self.tenants) <= MAX_TENANT_KNOBS:
-                for i in range(len(self.tenants)):
-                    trial.suggest_float(f"place_{i}", 0.0, 1.0)
-            placement = self.placement(trial.params)
-            if placement is None:
-                raise optuna.TrialPruned("no device fits a unit under these placement knobs")
-            trial.suggest_int("streams", 1, limit)
-            for name, low, high in (("w_bottom", 0.0, 1.0), ("w_work", -0.5, 0.5), ("w_alternate", 0.0, 1.0),
-                                    ("w_chain", 0.0, 2.0), ("noise", 0.0, 1.0)):
-                trial.suggest_float(name, low, high)
-            trial.suggest_int("noise_seed", 0, 2**16)
-            if math.isfinite(config.threshold):
-                trial.suggest_float("guard", 1.0, config.threshold)
-            c = self.candidate("optuna-tpe", placement, knobs_from_params(trial.params, n, config.threshold))
-            trial.set_user_attr("rank", [c.excess, c.slo_excess])
-            return c.sim.makespan + 1e6 * (c.excess + c.slo_excess)
-
-        previous = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            for params in ({"w_memory": 1.0, "balance": 0.0}, {"w_memory": 0.0, "balance": 1.0}):
-                study.enqueue_trial(params)
-            study.optimize(objective, n_trials=config.trials, timeout=config.timeout_s,
-                           show_progress_bar=config.progress)
-        finally:
-            optuna.logging.set_verbosity(previous)
-        return study
-
-    def finalists(self, study: optuna.Study | None) -> list[DeviceCandidate]:
-        if study is None:
-            return []
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        done.sort(key=lambda t: (t.value, t.number))
-        out = []
-        n = len(self.table.tenants)
-        for trial in done[: max(1, self.config.top_k)]:
-            placement = self.placement(trial.params)
-            if placement is not None:
-                knobs = knobs_from_params(trial.params, n, self.config.threshold)
-                c = self.candidate("optuna-tpe", placement, knobs)
-                out.append(DeviceCandidate(f"trial {trial.number}", c.placement, c.schedule.with_method(
-                    "optuna-tpe", trial=trial.number), c.sim, c.memory_bytes, c.fits, c.excess, c.slo_excess))
-        return [c for c in out if c.fits]
+        c = self.candidate("optuna-tpe", placement, knobs_from_params(params, len(self.table.tenants),
+                                                                      self.config.threshold))
+        return replace(c, name=f"trial {number}", schedule=c.schedule.with_method("optuna-tpe", trial=number))
 
 
 def _rank(c: DeviceCandidate) -> tuple[float, float, float]:

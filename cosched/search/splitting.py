@@ -1,0 +1,50 @@
+"""Which tenants a multi-device plan splits, and how.
+
+A tenant that fits no device whole (its footprint, :func:`~cosched.search.placement.footprints`,
+is larger than the largest cap) must be split. :func:`split_choices` lists, for each such
+tenant, every split of :func:`cosched.ir.sharding.split_options` over 2 .. ``len(caps)``
+shards whose every shard fits the largest cap; the search picks among them (see
+:func:`cosched.search.multidevice.optimize_devices`). Tenants that fit whole are placed
+whole: splitting them would only add communication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cosched.errors import ConfigError
+from cosched.ir.graph import Graph
+from cosched.ir.sharding import SplitSpec, apply_splits, split_options
+from cosched.search.placement import footprints
+from cosched.sizes import format_bytes
+
+__all__ = ["split_choices"]
+
+
+def split_choices(graph: Graph, caps: Sequence[int], names: Sequence[str]) -> dict[str, list[SplitSpec]]:
+    """Tenant -> the splits that make it fit (see the module docstring), smallest world first;
+    :class:`ConfigError` naming the tenant, its bytes and the caps when none does. ``graph``
+    is imported and unfused."""
+    largest = max(caps)
+    whole = footprints(graph)
+    out: dict[str, list[SplitSpec]] = {}
+    for (tenant, _), fp in whole.items():
+        if fp.total_bytes <= largest:
+            continue
+        fitting, smallest = [], fp.total_bytes
+        for world in range(2, len(caps) + 1):
+            for spec in split_options(graph, tenant, world):
+                shards = [p for (t, _), p in footprints(apply_splits(graph, [spec])).items() if t == tenant]
+                biggest = max(p.total_bytes for p in shards)
+                smallest = min(smallest, biggest)
+                if biggest <= largest:
+                    fitting.append(spec)
+        if not fitting:
+            caps_text = ", ".join(f"{n} {format_bytes(c)}" for n, c in zip(names, caps, strict=True))
+            raise ConfigError(
+                f"tenant {tenant!r} needs {format_bytes(fp.total_bytes)} ({format_bytes(fp.weight_bytes)} of "
+                f"weights), more than any device may hold (caps {caps_text}), and no split over up to "
+                f"{len(caps)} devices fits: its largest shard is at least {format_bytes(smallest)}; raise the caps, "
+                "add devices or lower the batch")
+        out[tenant] = fitting
+    return out
