@@ -45,14 +45,18 @@ import numpy as np
 
 from cosched.costmodel.store import CommRecord
 from cosched.errors import CostModelError
+from cosched.ir.graph import Graph, Op
 
-__all__ = ["KINDS", "CommFit", "CommModel", "fit_alpha_beta", "held_out_split", "latency_steps",
-           "volume_factor"]
+__all__ = ["KINDS", "OP_KINDS", "CommFit", "CommModel", "fit_alpha_beta", "held_out_split", "latency_steps",
+           "op_comm", "volume_factor"]
 
 SCHEMA_VERSION = 1
 #: The file name :meth:`CommModel.save` uses inside a cost model's folder.
 COMM_FILE = "comm.json"
 KINDS = ("send_recv", "all_reduce", "all_gather", "all_to_all")
+#: The IR's communication ops (domain ``cosched``) and the kind each is priced as.
+OP_KINDS = {"Transfer": "send_recv", "AllReduce": "all_reduce", "AllGather": "all_gather",
+            "AllToAll": "all_to_all"}
 
 
 def latency_steps(kind: str, world: int) -> float:
@@ -75,6 +79,20 @@ def volume_factor(kind: str, world: int) -> float:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise CostModelError(f"communication kind {kind!r} is not known; expected one of {list(KINDS)}")
+
+
+def op_comm(graph: Graph, op: Op) -> tuple[str, int, int]:
+    """``(kind, nbytes, world)`` of an IR communication op: its kind, its output's bytes (the
+    result on its rank) and its group's world (2 for a ``Transfer``)."""
+    if op.domain != "cosched" or op.op_type not in OP_KINDS:
+        raise CostModelError(f"op {op.name!r} ({op.domain or 'ai.onnx'}::{op.op_type}) of tenant {op.tenant!r} "
+                             f"is not a communication op; expected cosched::{'/'.join(OP_KINDS)}")
+    kind = OP_KINDS[op.op_type]
+    world = 2 if kind == "send_recv" else op.attr("world")
+    if not isinstance(world, int) or world < 2:
+        raise CostModelError(f"op {op.name!r} ({op.op_type}) of tenant {op.tenant!r} has world {world!r}; "
+                             "expected an int attribute 'world' >= 2")
+    return kind, graph.tensor(op.outputs[0]).nbytes, world
 
 
 @dataclass(frozen=True)
@@ -219,6 +237,10 @@ class CommModel:
         alpha = base.alpha_ms * latency_steps(kind, world) / latency_steps(kind, base.world)
         beta = base.beta_ms_per_byte * volume_factor(kind, world) / volume_factor(kind, base.world)
         return alpha + nbytes * beta
+
+    def predict_op_ms(self, graph: Graph, op: Op) -> float:
+        """Milliseconds of one IR communication op (:func:`op_comm`) of ``graph``."""
+        return self.predict_ms(*op_comm(graph, op))
 
     def _fit(self, kind: str, world: int) -> CommFit:
         return next(f for f in self.fits if f.kind == kind and f.world == world)

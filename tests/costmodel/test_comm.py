@@ -141,3 +141,29 @@ def test_held_out_sizes_are_interpolated():
     assert not [r for r in held if r.kind == "send_recv"]  # 3 sizes: all are fitted
     model = CommModel.fit("gloo", "f" * 16, fit)
     assert all(row["ratio"] == pytest.approx(1.0) for row in model.evaluate(held))
+
+
+def _comm_graph(op_type: str, attrs: dict, domain: str = "cosched"):
+    from cosched.ir.graph import Graph, Op, TensorInfo, frozen_mapping
+
+    tensors = {n: TensorInfo(n, (2, 8), "float32", "a") for n in ("a/x0", "a/x1", "a/y")}
+    op = Op("a/comm", op_type, "a", ("a/x0", "a/x1"), ("a/y",), frozen_mapping(attrs), domain=domain)
+    return Graph((), (op,), frozen_mapping(tensors)), op
+
+
+def test_ir_communication_ops_are_priced_by_their_output_bytes_and_world():
+    from cosched.costmodel.comm import op_comm
+
+    records = synthetic("all_reduce", 2, 0.05, 1e-6, 0.0) + synthetic("send_recv", 2, 0.02, 4e-7, 0.0)
+    model = CommModel.fit("gloo", "f" * 16, records)
+    graph, op = _comm_graph("AllReduce", {"group": "g", "rank": 0, "world": 2})
+    assert op_comm(graph, op) == ("all_reduce", 64, 2)
+    assert model.predict_op_ms(graph, op) == pytest.approx(0.05 + 64e-6)
+    graph, op = _comm_graph("Transfer", {"src": 0, "dst": 1})
+    assert op_comm(graph, op) == ("send_recv", 64, 2)
+    graph, op = _comm_graph("Add", {}, domain="")
+    with pytest.raises(CostModelError, match=r"op 'a/comm' \(ai.onnx::Add\) of tenant 'a' is not a communication op"):
+        model.predict_op_ms(graph, op)
+    graph, op = _comm_graph("AllGather", {"group": "g", "rank": 0, "axis": 0})
+    with pytest.raises(CostModelError, match="has world None"):
+        op_comm(graph, op)
