@@ -29,7 +29,9 @@ all_to_all     w - 1        (w - 1) / w n
 
 so alpha scales by the ratio of latency terms and beta by the ratio of volume terms. Backends
 do not all run rings (gloo may pick halving-doubling or bcube), so an extrapolated price is an
-estimate; :meth:`CommModel.predict_ms` with ``extrapolate=False`` refuses it instead.
+estimate; :meth:`CommModel.predict_ms` with ``extrapolate=False`` refuses it instead. The same
+counts price a link never measured (:meth:`CommModel.from_link`, for planning ahead of time
+for hardware this machine lacks) from its latency and bandwidth.
 """
 
 from __future__ import annotations
@@ -203,6 +205,21 @@ class CommModel:
         for record in records:
             groups.setdefault((record.kind, record.world), []).append(record)
         return cls(backend, fingerprint, tuple(fit_records(groups[k]) for k in sorted(groups)))
+
+    @classmethod
+    def from_link(cls, backend: str, fingerprint: str, latency_s: float, bandwidth: float) -> CommModel:
+        """A model of a link never measured (planning for hardware this machine lacks): every
+        kind priced by its ring algorithm (module docstring) over links of ``latency_s`` per
+        message step and ``bandwidth`` bytes/s per direction, e.g. a vendor's figures. Its fits
+        have ``points == 0``: derived, not fitted."""
+        if not (latency_s >= 0 and bandwidth > 0 and math.isfinite(latency_s) and math.isfinite(bandwidth)):
+            raise CostModelError(f"a link needs a latency >= 0 s and a bandwidth > 0 bytes/s, got "
+                                 f"latency_s={latency_s} and bandwidth={bandwidth}")
+        fits = tuple(
+            CommFit(kind, 2, latency_s * 1e3 * latency_steps(kind, 2), volume_factor(kind, 2) * 1e3 / bandwidth,
+                    0, 0.0, 0.0, 0, 0)
+            for kind in KINDS)
+        return cls(backend, fingerprint, fits)
 
     # ------------------------------------------------------------- predict
     def worlds(self, kind: str) -> list[int]:

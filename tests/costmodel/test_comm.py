@@ -167,3 +167,14 @@ def test_ir_communication_ops_are_priced_by_their_output_bytes_and_world():
     graph, op = _comm_graph("AllGather", {"group": "g", "rank": 0, "axis": 0})
     with pytest.raises(CostModelError, match="has world None"):
         op_comm(graph, op)
+
+
+def test_a_link_model_prices_each_kind_by_its_ring_algorithm():
+    model = CommModel.from_link("nccl", "f" * 16, latency_s=5e-6, bandwidth=100e9)
+    n = 64 << 20
+    assert model.predict_ms("send_recv", n, 8) == pytest.approx(5e-3 + n / 100e9 * 1e3)
+    assert model.predict_ms("all_reduce", n, 8) == pytest.approx(5e-3 * 14 + 2 * 7 / 8 * n / 100e9 * 1e3)
+    assert model.predict_ms("all_gather", n, 4) == pytest.approx(5e-3 * 3 + 3 / 4 * n / 100e9 * 1e3)
+    assert all(f.points == 0 for f in model.fits)
+    with pytest.raises(CostModelError, match="bandwidth > 0"):
+        CommModel.from_link("nccl", "f" * 16, latency_s=5e-6, bandwidth=0)
