@@ -222,7 +222,9 @@ def _main_comm(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0
     print(f"{metrics['backend']} on {metrics['device']} ({metrics['cores']} cores): "
-          f"{metrics['records']} sizes measured in all")
+          f"{metrics['records']} sizes measured in all"
+          + (f"; worlds {metrics['worlds_sharing_cores']} had more ranks than cores"
+             if metrics["worlds_sharing_cores"] else ""))
     print(f"{'kind':11s} {'world':>5s} {'alpha us':>9s} {'GB/s':>8s} {'fit MAPE':>8s} "
           f"{'held-out pred/meas':>19s}")
     for fit in metrics["fits"]:
@@ -249,8 +251,10 @@ def run_comm(*, device: str, backend: str | None, world_sizes: list[int], max_by
     spec = DeviceSpec.detect(device)
     chosen = backend or ("nccl" if spec.kind == "cuda" else "gloo")
     config = CommProfileConfig(backend=chosen, world_sizes=tuple(world_sizes), max_bytes=max_bytes, quiet=quiet)
-    if spec.kind == "cpu" and max(world_sizes) > spec.cores:
-        log.info("%d ranks on %d cores: the ranks share cores, and the times say so", max(world_sizes), spec.cores)
+    shared = sorted(w for w in set(world_sizes) if spec.kind == "cpu" and w > spec.cores)
+    if shared:
+        log.info("world(s) %s: more ranks than the %d cores, so ranks share cores, and the times say so",
+                 shared, spec.cores)
     with writing("-o", output):
         output.mkdir(parents=True, exist_ok=True)
     with ProfileStore(output / STORE_FILE) as store:
@@ -272,7 +276,7 @@ def run_comm(*, device: str, backend: str | None, world_sizes: list[int], max_by
                 missing.setdefault(kind, []).append(world)
     metrics = {"device": spec.name, "fingerprint": spec.fingerprint, "cores": spec.cores, "backend": chosen,
                "world_sizes": sorted(set(world_sizes)), "max_bytes": max_bytes, "records": len(records),
-               "fits": fits, "held_out": held_rows, "not_measured": missing}
+               "fits": fits, "held_out": held_rows, "not_measured": missing, "worlds_sharing_cores": shared}
     with writing("-o", output):
         (output / "model").mkdir(exist_ok=True)
         model.save(output / "model" / "comm.json")

@@ -23,7 +23,9 @@ each rank takes the median and interquartile range of its repeats, and the recor
 largest over ranks (an operation is done when its slowest rank is). Repeats shrink for large
 messages (``repeat_bytes / nbytes``, between ``min_repeats`` and ``repeats``) so that a size
 sweep to tens of MiB stays within minutes; the count depends on the size alone, so every rank
-runs the same sequence of collectives.
+runs the same sequence of collectives. The (kind, size) pairs run in a seeded shuffled order:
+on a shared machine load comes and goes, and a burst then disturbs a few scattered points of
+several fits instead of a run of neighbouring sizes of one kind, which would bend its fit.
 
 Bounded time: every collective has ``op_timeout_s`` (the process group's timeout), each world's
 launch ``timeout_s`` in all; a rank that raises or exits ends the launch at once (the others
@@ -38,6 +40,7 @@ import json
 import logging
 import math
 import os
+import random
 import socket
 import statistics
 import tempfile
@@ -80,6 +83,7 @@ class CommProfileConfig:
     op_timeout_s: float = 60.0
     timeout_s: float = 600.0
     port: int | None = None
+    seed: int = 0
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -125,6 +129,7 @@ def profile_comm(device: DeviceSpec, config: CommProfileConfig, store: ProfileSt
     for index, world in enumerate(sorted(set(config.world_sizes))):
         kinds = [k for k in config.kinds if k != "send_recv" or index == 0]
         plan = [(kind, n, repeats_for(config, n)) for kind in kinds for n in message_sizes(config, world)]
+        random.Random(config.seed + world).shuffle(plan)  # load drift spreads over kinds and sizes
         with tempfile.TemporaryDirectory(prefix="cosched-comm-") as tmp:
             result = Path(tmp) / "result.json"
             run_ranks(_measure_rank, world, (config.backend, plan, asdict(config), str(result)),

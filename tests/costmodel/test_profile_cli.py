@@ -153,6 +153,7 @@ def test_comm_profiles_fits_and_writes_the_model(monkeypatch, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     written = json.loads((out / "comm-metrics.json").read_text())
     assert printed == written and written["backend"] == "gloo" and written["max_bytes"] == 2048
+    assert written["worlds_sharing_cores"] == ([2] if written["cores"] < 2 else [])
     kinds = {f["kind"] for f in written["fits"]}
     assert {"send_recv", "all_reduce", "all_gather"} <= kinds
     assert set(written["not_measured"]) | kinds == {"send_recv", "all_reduce", "all_gather", "all_to_all"}
