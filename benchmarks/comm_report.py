@@ -3,7 +3,7 @@
 Reads the ``comm-metrics.json`` that ``cosched profile --comm -o DIR`` writes and prints, per
 world size, each kind's fitted model parameters (alpha in us, bandwidth in GB/s, the fit's
 mean relative error on every size) and predicted/measured on each size held out of a second
-fit (:func:`cosched.costmodel.comm.held_out_split`).
+fit (:func:`cosched.costmodel.comm.held_out_split`), with a summary of those ratios.
 
     python -m benchmarks.comm_report DIR/comm-metrics.json
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ def tables(metrics: dict[str, Any]) -> str:
             cells = [f"{ratio[n]:.2f}" if n in ratio else "-" for n in sizes]
             lines.append(f"| {fit['kind']} | {fit['alpha_us']:.0f} | {gbps} | {fit['mape']:.2f} | "
                          + " | ".join(cells) + " |")
+        ratios = [r["ratio"] for r in held]
+        if ratios:
+            lines.append(f"\nHeld out at world {world}: {len(ratios)} sizes, predicted/measured median "
+                         f"{statistics.median(ratios):.2f}, mean |ratio - 1| "
+                         f"{statistics.mean(abs(r - 1) for r in ratios):.2f}, "
+                         f"{sum(0.8 <= r <= 1.25 for r in ratios)} of {len(ratios)} within 0.8-1.25.")
         lines.append("")
     return "\n".join(lines)
 
