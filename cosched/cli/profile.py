@@ -260,7 +260,7 @@ def run_comm(*, device: str, backend: str | None, world_sizes: list[int], max_by
     with ProfileStore(output / STORE_FILE) as store:
         measured = profile_comm(spec, config, store)
         records = store.comm_records(spec.fingerprint, chosen)
-    model = CommModel.fit(chosen, spec.fingerprint, records)
+        model = CommModel.from_store(store, spec.fingerprint, chosen)
     fit, held = held_out_split(records)
     held_rows = CommModel.fit(chosen, spec.fingerprint, fit).evaluate(held)
     fits = [{**{k: getattr(f, k) for k in ("kind", "world", "points", "mape", "max_rel_error", "min_bytes",

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from cosched.costmodel.store import CommRecord
+from cosched.costmodel.store import CommRecord, ProfileStore
 from cosched.errors import CostModelError
 from cosched.ir.graph import Graph, Op
 
@@ -220,6 +220,18 @@ class CommModel:
                     0, 0.0, 0.0, 0, 0)
             for kind in KINDS)
         return cls(backend, fingerprint, fits)
+
+    @classmethod
+    def from_store(cls, store: ProfileStore, fingerprint: str, backend: str) -> CommModel:
+        """Fit everything ``store`` measured of ``backend`` on device ``fingerprint``."""
+        records = store.comm_records(fingerprint, backend)
+        if not records:
+            raise CostModelError(
+                f"profile store {store.path} holds no {backend} communication of device {fingerprint} "
+                f"(it holds: {store.comm_backends(fingerprint) or 'none'}); measure it with "
+                f"`cosched profile --comm --backend {backend} -o DIR`"
+            )
+        return cls.fit(backend, fingerprint, records)
 
     # ------------------------------------------------------------- predict
     def worlds(self, kind: str) -> list[int]:

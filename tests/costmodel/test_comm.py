@@ -178,3 +178,15 @@ def test_a_link_model_prices_each_kind_by_its_ring_algorithm():
     assert all(f.points == 0 for f in model.fits)
     with pytest.raises(CostModelError, match="bandwidth > 0"):
         CommModel.from_link("nccl", "f" * 16, latency_s=5e-6, bandwidth=0)
+
+
+def test_from_store_fits_what_the_store_holds(tmp_path, device):
+    from cosched.costmodel.store import ProfileStore
+
+    with ProfileStore(tmp_path / "p.sqlite") as store:
+        with pytest.raises(CostModelError, match=r"holds no gloo communication .*it holds: none"):
+            CommModel.from_store(store, device.fingerprint, "gloo")
+        store.add_comm(device, synthetic("all_reduce", 2, 0.05, 1e-6, 0.0))
+        model = CommModel.from_store(store, device.fingerprint, "gloo")
+    assert model.fingerprint == device.fingerprint
+    assert model.predict_ms("all_reduce", 1000, 2) == pytest.approx(0.05 + 1000e-6)

@@ -29,7 +29,7 @@ def _fail_on_rank_1(rank: int, world: int, port: int) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=20))
+                            timeout=datetime.timedelta(seconds=600))
     if rank == 1:
         raise ValueError("rank 1 was told to fail")
     dist.barrier()  # rank 0 waits for a peer that is gone
@@ -59,7 +59,7 @@ def test_a_failing_rank_is_a_clear_error_in_bounded_time():
     start = time.monotonic()
     with pytest.raises(ProfileError, match="rank 1: ValueError: rank 1 was told to fail"):
         run_ranks(_fail_on_rank_1, 2, (), timeout_s=60, what="test run")
-    assert time.monotonic() - start < 45  # the barrier's own timeout (20 s) is not waited out
+    assert time.monotonic() - start < 300  # rank 0's barrier timeout (600 s) is not waited out
 
 
 def test_a_hanging_rank_is_ended_at_the_timeout():
