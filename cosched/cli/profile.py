@@ -89,10 +89,11 @@ REPORTED = ("standalone_mape", "standalone_spearman", "corun_mape", "corun_spear
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
-        "profile", help="profile tasks and co-run groups on a device and fit the cost model",
+        "profile", help="profile tasks and co-run groups (or, with --comm, communication) and fit the cost model",
         description="Measure every distinct task alone and in co-run groups, fit the XGBoost "
                     "cost model and report its accuracy on held-out task signatures; or, with "
-                    "--evaluate-on, report a trained model's accuracy on another store.",
+                    "--evaluate-on, report a trained model's accuracy on another store; or, with "
+                    "--comm, measure communication and fit the alpha-beta communication model.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default=PROFILING_DEFAULTS["device"],
