@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,3 +108,54 @@ def test_nccl_profile_of_two_gpus(tmp_path, device):
         records = profile_comm(device, config, store)
     assert {r.kind for r in records} == set(KINDS)
     assert all(r.median_ms > 0 for r in records)
+
+
+def test_a_kind_the_backend_lacks_is_detected_and_skipped_in_the_rank(tmp_path, monkeypatch):
+    """One rank in this process (world 1): all_to_all made to fail as in gloo builds without it."""
+    import json
+    from dataclasses import asdict
+
+    from cosched.costmodel import commprofiler
+
+    real = commprofiler._operation
+
+    def operation(kind, nbytes, rank, world, device):
+        if kind == "all_to_all":
+            raise RuntimeError("ProcessGroupGloo does not support alltoall_base\n(details)")
+        return real(kind, nbytes, rank, world, device)
+
+    monkeypatch.setattr(commprofiler, "_operation", operation)
+    threads = torch.get_num_threads()
+    config = CommProfileConfig(kinds=("all_reduce", "all_to_all"), warmup=0, repeats=2, min_repeats=1, quiet=True)
+    result = tmp_path / "result.json"
+    try:
+        commprofiler._measure_rank(0, 1, commprofiler._free_port(), "gloo",
+                                   [("all_to_all", 64, 2), ("all_reduce", 64, 2)], asdict(config), str(result))
+    finally:
+        torch.set_num_threads(threads)
+    found = json.loads(result.read_text())
+    assert found["skipped"] == {"all_to_all": "RuntimeError: ProcessGroupGloo does not support alltoall_base"}
+    assert [(r["kind"], r["nbytes"], r["repeats"]) for r in found["records"]] == [("all_reduce", 64, 2)]
+    assert found["records"][0]["median_ms"] > 0
+
+
+def test_skipped_kinds_are_logged_and_nothing_is_stored_for_them(tmp_path, monkeypatch, caplog, device):
+    import json
+    import logging
+
+    from cosched.costmodel import commprofiler
+
+    def run_ranks(fn, world, args, **kwargs):
+        Path(args[-1]).write_text(json.dumps({
+            "records": [{"kind": "all_reduce", "nbytes": 8, "median_ms": 0.5, "spread_ms": 0.1, "repeats": 3}],
+            "skipped": {"all_to_all": "RuntimeError: no alltoall here"}}))
+
+    monkeypatch.setattr(commprofiler, "run_ranks", run_ranks)
+    config = CommProfileConfig(world_sizes=(2,), kinds=("all_reduce", "all_to_all"), max_bytes=8, sizes=1)
+    with caplog.at_level(logging.WARNING, logger="cosched.costmodel.commprofiler"), \
+            ProfileStore(tmp_path / "p.sqlite") as store:
+        records = profile_comm(device, config, store)
+        assert store.comm_records(device.fingerprint, "gloo") == records
+    assert [(r.kind, r.world) for r in records] == [("all_reduce", 2)]
+    assert "gloo does not support all_to_all over 2 ranks, so it was not profiled: RuntimeError: no alltoall here" \
+        in caplog.text
