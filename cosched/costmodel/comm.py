@@ -155,7 +155,11 @@ def fit_records(records: Sequence[CommRecord]) -> CommFit:
     (kind, world), = keys
     sizes = [r.nbytes for r in records]
     times = [r.median_ms for r in records]
-    alpha, beta = fit_alpha_beta(sizes, times)
+    try:
+        alpha, beta = fit_alpha_beta(sizes, times)
+    except CostModelError as exc:
+        raise CostModelError(f"{kind} over {world} ranks: {exc}; profile more sizes (a larger "
+                             "--max-bytes)") from None
     errors = [abs(alpha + n * beta - t) / t for n, t in zip(sizes, times, strict=True)]
     return CommFit(kind, world, alpha, beta, len(records), float(np.mean(errors)), max(errors),
                    min(sizes), max(sizes))

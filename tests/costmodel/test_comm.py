@@ -190,3 +190,9 @@ def test_from_store_fits_what_the_store_holds(tmp_path, device):
         model = CommModel.from_store(store, device.fingerprint, "gloo")
     assert model.fingerprint == device.fingerprint
     assert model.predict_ms("all_reduce", 1000, 2) == pytest.approx(0.05 + 1000e-6)
+
+
+def test_a_kind_measured_at_one_size_cannot_be_fitted_and_says_which():
+    records = [CommRecord("gloo", "all_gather", 4, 64, 0.3), CommRecord("gloo", "all_gather", 4, 64, 0.4)]
+    with pytest.raises(CostModelError, match=r"all_gather over 4 ranks: .*two or more distinct sizes.*--max-bytes"):
+        CommModel.fit("gloo", "f" * 16, records)
