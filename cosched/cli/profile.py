@@ -18,6 +18,7 @@ out of a second fit, to ``comm-metrics.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -245,13 +246,18 @@ def run_comm(*, device: str, backend: str | None, world_sizes: list[int], max_by
     """Profile communication into ``output``'s store, fit and save the model and the
     held-out metrics; returns the metrics written."""
     from cosched.costmodel.comm import CommModel, held_out_split
-    from cosched.costmodel.commprofiler import CommProfileConfig, profile_comm
+    from cosched.costmodel.commprofiler import CommProfileConfig, message_sizes, profile_comm
     from cosched.costmodel.device import DeviceSpec
     from cosched.costmodel.store import ProfileStore
 
+    config = CommProfileConfig(world_sizes=tuple(world_sizes), max_bytes=max_bytes, quiet=quiet)
+    for world in config.world_sizes:
+        if len(message_sizes(config, world)) < 2:
+            raise ConfigError(f"--max-bytes {max_bytes} leaves one message size over {world} ranks "
+                              f"(sizes are whole float32 per rank); an alpha-beta fit needs two: raise it")
     spec = DeviceSpec.detect(device)
     chosen = backend or ("nccl" if spec.kind == "cuda" else "gloo")
-    config = CommProfileConfig(backend=chosen, world_sizes=tuple(world_sizes), max_bytes=max_bytes, quiet=quiet)
+    config = dataclasses.replace(config, backend=chosen)
     shared = sorted(w for w in set(world_sizes) if spec.kind == "cpu" and w > spec.cores)
     if shared:
         log.info("world(s) %s: more ranks than the %d cores, so ranks share cores, and the times say so",

@@ -170,6 +170,7 @@ def test_comm_profiles_fits_and_writes_the_model(monkeypatch, tmp_path, capsys):
     (["--comm", "--batch", "2"], "--comm profiles communication, so --batch does not apply"),
     (["--zoo", "tiny", "--world-sizes", "2"], "--world-sizes applies only with --comm"),
     (["--comm", "--max-bytes", "12XB"], r"--max-bytes '12XB': expected a size"),
+    (["--comm", "--world-sizes", "4", "--max-bytes", "16"], "leaves one message size over 4 ranks"),
 ])
 def test_comm_options_are_checked(argv, message, tmp_path):
     args = _parse(*argv, "-o", str(tmp_path))
