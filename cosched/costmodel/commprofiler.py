@@ -173,7 +173,7 @@ def run_ranks(fn: Callable[..., None], world: int, args: tuple[Any, ...], *, tim
     end well. A rank that raises or dies, a busy ``port`` or ``timeout_s`` passing raises
     :class:`ProfileError` (naming the ranks and their errors) after the others are ended."""
     import torch.multiprocessing as mp
-    from torch.multiprocessing.spawn import ProcessException
+    from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 
     chosen = _free_port() if port is None else _check_port(port, what)
     with tempfile.TemporaryDirectory(prefix="cosched-ranks-") as errors_dir:
@@ -188,6 +188,9 @@ def run_ranks(fn: Callable[..., None], world: int, args: tuple[Any, ...], *, tim
         except ProcessException as exc:
             errors = sorted(Path(errors_dir).glob("rank*.txt"), key=lambda p: int(p.stem[4:]))
             shown = "; ".join(f"{p.stem.replace('rank', 'rank ')}: {p.read_text()}" for p in errors)
+            if not shown and isinstance(exc, ProcessExitedException):  # died without raising
+                shown = f"rank {exc.error_index}: " + (f"killed by {exc.signal_name}" if exc.signal_name
+                                                        else f"exited with code {exc.exit_code}")
             raise ProfileError(f"{what} on 127.0.0.1:{chosen} failed: {shown or str(exc).strip()}") from None
         finally:
             for process in context.processes:

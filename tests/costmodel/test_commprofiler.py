@@ -36,6 +36,14 @@ def _fail_on_rank_1(rank: int, world: int, port: int) -> None:
     dist.barrier()  # rank 0 waits for a peer that is gone
 
 
+def _exit_on_rank_1(rank: int, world: int, port: int) -> None:
+    import os
+
+    if rank == 1:
+        os._exit(3)  # dies without an exception, as a rank killed by the OS would
+    time.sleep(3600)
+
+
 def _hang_on_rank_1(rank: int, world: int, port: int) -> None:
     if rank == 1:
         time.sleep(3600)
@@ -61,6 +69,11 @@ def test_a_failing_rank_is_a_clear_error_in_bounded_time():
     with pytest.raises(ProfileError, match="rank 1: ValueError: rank 1 was told to fail"):
         run_ranks(_fail_on_rank_1, 2, (), timeout_s=60, what="test run")
     assert time.monotonic() - start < 300  # rank 0's barrier timeout (600 s) is not waited out
+
+
+def test_a_rank_that_dies_is_a_clear_error():
+    with pytest.raises(ProfileError, match=r"test run on 127\.0\.0\.1:[0-9]+ failed: rank 1: exited with code 3$"):
+        run_ranks(_exit_on_rank_1, 2, (), timeout_s=120, what="test run")
 
 
 def test_a_hanging_rank_is_ended_at_the_timeout():
