@@ -8,11 +8,17 @@ task signature, with the roofline and no-interference baselines; see
 With ``--evaluate-on STORE.sqlite`` it measures and fits nothing: the model already in
 ``-o DIR`` is evaluated on every record of the other store (profiles of other models), and
 the metrics go to ``DIR/transfer-STORE.json``.
+
+With ``--comm`` it profiles communication instead of tasks (:mod:`cosched.costmodel.commprofiler`)
+into the same ``profiles.sqlite``, fits the alpha-beta model on everything the store holds for
+the device and backend, writes it to ``model/comm.json`` and the fit's accuracy, on sizes held
+out of a second fit, to ``comm-metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -26,7 +32,7 @@ from cosched.errors import ConfigError, CoschedError, ProfileError
 if TYPE_CHECKING:
     from cosched.costmodel.store import ProfileStore
 
-__all__ = ["register", "run_evaluate", "run_profile", "transfer_path"]
+__all__ = ["parse_bytes", "register", "run_comm", "run_evaluate", "run_profile", "transfer_path"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,25 @@ earlier `cosched profile -o DIR` wrote it) and reports the same metrics on every
 the other store, e.g. a model trained on the tiny zoo judged on profiles of the full zoo.
 It uses the store's records of the model's device (or of the store's only device, with a
 warning), prints the metrics and writes DIR/transfer-STORE.json; only -o and --json apply.
-  cosched profile --evaluate-on profiles/cpu-full/profiles.sqlite -o profiles/cpu"""
+  cosched profile --evaluate-on profiles/cpu-full/profiles.sqlite -o profiles/cpu
+
+--comm measures communication, not tasks: send/recv, all-reduce, all-gather and all-to-all
+over --world-sizes ranks of --backend (gloo over loopback on CPU, NCCL on one GPU per rank),
+at log-spaced sizes up to --max-bytes (bytes of the result on one rank), one process per rank.
+It appends to DIR/profiles.sqlite, fits ms = alpha + bytes * beta per (kind, world) on all the
+store holds for this device and backend, writes DIR/model/comm.json and DIR/comm-metrics.json
+(the fit's error, and predicted/measured on every other size, held out of a second fit), and
+prints alpha (us) and bandwidth (GB/s) per kind and world. More ranks than cores are allowed:
+they share the cores. Only --device, --backend, --world-sizes, --max-bytes, -o, --json apply.
+  cosched profile --comm --world-sizes 2 4 --max-bytes 16MiB -o profiles/cpu
+  cosched profile --comm --device cuda --backend nccl --world-sizes 2 8 -o profiles/h100"""
+
+#: Options of communication profiling (only with --comm), with their defaults.
+COMM_DEFAULTS: dict[str, Any] = {"backend": None, "world_sizes": None, "max_bytes": None}
+COMM_WORLD_SIZES = (2, 4)
+COMM_MAX_BYTES = "16MiB"
+COMM_METRICS_FILE = "comm-metrics.json"
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 #: Options of profiling that --evaluate-on does not take, with their defaults.
 PROFILING_DEFAULTS: dict[str, Any] = {"device": "cpu", "batch": [1], "budget_s": 300.0,
@@ -66,10 +90,11 @@ REPORTED = ("standalone_mape", "standalone_spearman", "corun_mape", "corun_spear
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
-        "profile", help="profile tasks and co-run groups on a device and fit the cost model",
+        "profile", help="profile tasks and co-run groups (or, with --comm, communication) and fit the cost model",
         description="Measure every distinct task alone and in co-run groups, fit the XGBoost "
                     "cost model and report its accuracy on held-out task signatures; or, with "
-                    "--evaluate-on, report a trained model's accuracy on another store.",
+                    "--evaluate-on, report a trained model's accuracy on another store; or, with "
+                    "--comm, measure communication and fit the alpha-beta communication model.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default=PROFILING_DEFAULTS["device"],
@@ -80,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     source.add_argument("--evaluate-on", metavar="STORE.sqlite",
                         help="measure and fit nothing: evaluate the model of -o DIR on every "
                              "record of this other store (see below)")
+    source.add_argument("--comm", action="store_true",
+                        help="profile communication (collectives and send/recv) instead of tasks "
+                             "and fit the alpha-beta communication model (see below)")
     parser.add_argument("--batch", type=int, nargs="+", default=PROFILING_DEFAULTS["batch"], metavar="N",
                         help="batch size, or several: the models are profiled at each (default 1)")
     parser.add_argument("--budget-s", type=float, default=PROFILING_DEFAULTS["budget_s"], metavar="N",
@@ -88,6 +116,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="stop after N co-run groups (default: until the budget is spent)")
     parser.add_argument("--seed", type=int, default=PROFILING_DEFAULTS["seed"],
                         help="seed of group choice and the split")
+    parser.add_argument("--backend", choices=("gloo", "nccl"), default=COMM_DEFAULTS["backend"],
+                        help="with --comm: torch.distributed backend (default gloo on cpu, nccl on cuda)")
+    parser.add_argument("--world-sizes", type=int, nargs="+", default=COMM_DEFAULTS["world_sizes"],
+                        metavar="N", help="with --comm: numbers of ranks to profile (default 2 4)")
+    parser.add_argument("--max-bytes", default=COMM_DEFAULTS["max_bytes"], metavar="SIZE",
+                        help="with --comm: largest message, as bytes or with a unit: 64KiB, 16MiB, "
+                             f"1GB (default {COMM_MAX_BYTES})")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="folder to write (with --evaluate-on: the folder whose model/ is evaluated)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -113,6 +148,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.comm:
+        return _main_comm(args)
+    given = [_flag(k) for k, v in COMM_DEFAULTS.items() if getattr(args, k) != v]
+    if given:
+        raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with "
+                          "--comm (profiling communication)")
     if args.evaluate_on:
         return _main_evaluate(args)
     _check_args(args)
@@ -132,7 +173,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _main_evaluate(args: argparse.Namespace) -> int:
-    given = [f"--{k.replace('_', '-')}" for k, v in PROFILING_DEFAULTS.items() if getattr(args, k) != v]
+    given = [_flag(k) for k, v in PROFILING_DEFAULTS.items() if getattr(args, k) != v]
     if given:
         raise ConfigError(f"--evaluate-on measures nothing, so {', '.join(given)} "
                           f"{'does' if len(given) == 1 else 'do'} not apply; expected only -o DIR "
@@ -148,6 +189,106 @@ def _main_evaluate(args: argparse.Namespace) -> int:
             print(f"{key:32s} {metrics[key]}")
         print(f"wrote {transfer_path(output, store)}")
     return 0
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """``"4096"``, ``"64KiB"``, ``"16MiB"``, ``"1GB"`` -> bytes (binary and decimal units)."""
+    value = text.strip().lower().replace(" ", "")
+    digits = value.rstrip("kmgib")
+    unit = value[len(digits):]
+    try:
+        number = float(digits)
+    except ValueError:
+        number = math.nan
+    if unit not in _UNITS or not math.isfinite(number) or number * _UNITS[unit] < 1:
+        raise ConfigError(f"{flag} {text!r}: expected a size of at least 1 byte, as a number of bytes "
+                          f"or with a unit (KB, MB, GB, KiB, MiB, GiB), e.g. {flag} 16MiB")
+    return int(number * _UNITS[unit])
+
+
+def _main_comm(args: argparse.Namespace) -> int:
+    given = [_flag(k) for k, v in PROFILING_DEFAULTS.items() if k != "device" and getattr(args, k) != v]
+    if given:
+        raise ConfigError(f"--comm profiles communication, so {', '.join(given)} "
+                          f"{'does' if len(given) == 1 else 'do'} not apply; expected --device, "
+                          "--backend, --world-sizes, --max-bytes, -o and --json with it")
+    metrics = run_comm(
+        device=args.device, backend=args.backend, world_sizes=args.world_sizes or list(COMM_WORLD_SIZES),
+        max_bytes=parse_bytes(args.max_bytes or COMM_MAX_BYTES, "--max-bytes"),
+        output=check_output_dir(args.output, "-o"), quiet=args.quiet)
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    print(f"{metrics['backend']} on {metrics['device']} ({metrics['cores']} cores): "
+          f"{metrics['records']} sizes measured in all"
+          + (f"; worlds {metrics['worlds_sharing_cores']} had more ranks than cores"
+             if metrics["worlds_sharing_cores"] else ""))
+    print(f"{'kind':11s} {'world':>5s} {'alpha us':>9s} {'GB/s':>8s} {'fit MAPE':>8s} "
+          f"{'held-out pred/meas':>19s}")
+    for fit in metrics["fits"]:
+        ratios = fit["held_out_ratios"]
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
+        gbps = "inf" if fit["bandwidth_gbps"] is None else f"{fit['bandwidth_gbps']:.3f}"
+        print(f"{fit['kind']:11s} {fit['world']:5d} {fit['alpha_us']:9.1f} {gbps:>8s} "
+              f"{fit['mape']:8.3f} {spread:>19s}")
+    for kind, worlds in metrics["not_measured"].items():
+        print(f"{kind}: not measured over world(s) {worlds} (see the warning above)")
+    print(f"wrote {args.output}/{STORE_FILE}, {args.output}/model/comm.json, {args.output}/{COMM_METRICS_FILE}")
+    return 0
+
+
+def run_comm(*, device: str, backend: str | None, world_sizes: list[int], max_bytes: int, output: Path,
+             quiet: bool) -> dict[str, Any]:
+    """Profile communication into ``output``'s store, fit and save the model and the
+    held-out metrics; returns the metrics written."""
+    from cosched.costmodel.comm import CommModel, held_out_split
+    from cosched.costmodel.commprofiler import CommProfileConfig, message_sizes, profile_comm
+    from cosched.costmodel.device import DeviceSpec
+    from cosched.costmodel.store import ProfileStore
+
+    config = CommProfileConfig(world_sizes=tuple(world_sizes), max_bytes=max_bytes, quiet=quiet)
+    for world in config.world_sizes:
+        if len(message_sizes(config, world)) < 2:
+            raise ConfigError(f"--max-bytes {max_bytes} leaves one message size over {world} ranks "
+                              f"(sizes are whole float32 per rank); an alpha-beta fit needs two: raise it")
+    spec = DeviceSpec.detect(device)
+    chosen = backend or ("nccl" if spec.kind == "cuda" else "gloo")
+    config = dataclasses.replace(config, backend=chosen)
+    shared = sorted(w for w in set(world_sizes) if spec.kind == "cpu" and w > spec.cores)
+    if shared:
+        log.info("world(s) %s: more ranks than the %d cores, so ranks share cores, and the times say so",
+                 shared, spec.cores)
+    with writing("-o", output):
+        output.mkdir(parents=True, exist_ok=True)
+    with ProfileStore(output / STORE_FILE) as store:
+        measured = profile_comm(spec, config, store)
+        records = store.comm_records(spec.fingerprint, chosen)
+        model = CommModel.from_store(store, spec.fingerprint, chosen)
+    fit, held = held_out_split(records)
+    held_rows = CommModel.fit(chosen, spec.fingerprint, fit).evaluate(held)
+    fits = [{**{k: getattr(f, k) for k in ("kind", "world", "points", "mape", "max_rel_error", "min_bytes",
+                                           "max_bytes", "alpha_us")},
+             "bandwidth_gbps": f.bandwidth_gbps if math.isfinite(f.bandwidth_gbps) else None,
+             "held_out_ratios": [r["ratio"] for r in held_rows if (r["kind"], r["world"]) == (f.kind, f.world)]}
+            for f in model.fits]
+    done = {(r.kind, r.world) for r in measured}
+    missing: dict[str, list[int]] = {}
+    for kind in config.kinds:
+        for world in ([min(world_sizes)] if kind == "send_recv" else sorted(set(world_sizes))):
+            if (kind, 2 if kind == "send_recv" else world) not in done:
+                missing.setdefault(kind, []).append(world)
+    metrics = {"device": spec.name, "fingerprint": spec.fingerprint, "cores": spec.cores, "backend": chosen,
+               "world_sizes": sorted(set(world_sizes)), "max_bytes": max_bytes, "records": len(records),
+               "fits": fits, "held_out": held_rows, "not_measured": missing, "worlds_sharing_cores": shared}
+    with writing("-o", output):
+        (output / "model").mkdir(exist_ok=True)
+        model.save(output / "model" / "comm.json")
+        (output / COMM_METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
 
 
 def transfer_path(output: Path, store: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Cost models: device specs, profiling, profile store, XGBoost and roofline latency models.
+"""Cost models: device specs, profiling, profile store, XGBoost and roofline latency models,
+and the alpha-beta communication model (``CommModel``, measured by ``profile_comm``).
 
 ``XGBoostModel`` and ``evaluate`` are imported on first use, so that importing the interface
 does not load xgboost.
@@ -14,13 +15,24 @@ from __future__ import annotations
 from typing import Any
 
 from cosched.costmodel.base import CostModel
+from cosched.costmodel.comm import CommModel
+from cosched.costmodel.commprofiler import CommProfileConfig, profile_comm
 from cosched.costmodel.device import DeviceSpec
 from cosched.costmodel.features import task_features, task_signature
 from cosched.costmodel.profiler import ProfileConfig, Profiler
 from cosched.costmodel.roofline import RooflineModel
-from cosched.costmodel.store import CorunGroup, ProfileData, ProfileStore, StandaloneRecord
+from cosched.costmodel.store import (
+    CommRecord,
+    CorunGroup,
+    ProfileData,
+    ProfileStore,
+    StandaloneRecord,
+)
 
 __all__ = [
+    "CommModel",
+    "CommProfileConfig",
+    "CommRecord",
     "CorunGroup",
     "CostModel",
     "DeviceSpec",
@@ -32,6 +44,7 @@ __all__ = [
     "StandaloneRecord",
     "XGBoostModel",
     "evaluate",
+    "profile_comm",
     "task_features",
     "task_signature",
 ]

@@ -11,7 +11,15 @@ Tables (every row carries the device ``fingerprint``; rows are never updated or 
 - ``corun(group_id, member, fingerprint, signature, latency_ms, threads, makespan_ms,
   created)``: one row per member of a co-run group: its co-run latency (same definition)
   while the others ran, the threads it had (CPU), and the group's makespan (the largest
-  member latency).
+  member latency);
+- ``comm(row_id, fingerprint, backend, kind, world, nbytes, median_ms, spread_ms, repeats,
+  created)``: one measured communication operation (:mod:`cosched.costmodel.comm`): ``kind``
+  (``send_recv``, ``all_reduce``, ``all_gather``, ``all_to_all``) over ``world`` ranks of
+  ``backend`` (``gloo``, ``nccl``) with a result of ``nbytes`` bytes per rank; ``median_ms`` is
+  the largest over ranks of each rank's median, ``spread_ms`` the largest interquartile range.
+
+The ``comm`` table came after schema version 4 without changing what the other tables mean, so
+it is created in stores of version 4 when they are opened (they simply hold no rows of it).
 
 Profiling again appends; :meth:`ProfileStore.merge` copies another store's rows in (ids are
 unique, so merging twice adds nothing); :meth:`export_json` and :meth:`export_csv` write
@@ -30,11 +38,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 from cosched.costmodel.device import DeviceSpec
 from cosched.errors import CoschedError, ProfileError
 
-__all__ = ["CorunGroup", "ProfileData", "ProfileStore", "StandaloneRecord"]
+__all__ = ["CommRecord", "CorunGroup", "ProfileData", "ProfileStore", "StandaloneRecord"]
 
 SCHEMA_VERSION = 4
 # 2: standalone and co-run latencies share one definition (cosched.costmodel.runner); stores
@@ -57,7 +66,15 @@ CREATE TABLE IF NOT EXISTS corun (
     signature TEXT NOT NULL, latency_ms REAL NOT NULL, threads INTEGER NOT NULL,
     makespan_ms REAL NOT NULL, created REAL NOT NULL, PRIMARY KEY (group_id, member));
 CREATE INDEX IF NOT EXISTS corun_key ON corun (fingerprint);
+CREATE TABLE IF NOT EXISTS comm (
+    row_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, backend TEXT NOT NULL, kind TEXT NOT NULL,
+    world INTEGER NOT NULL, nbytes INTEGER NOT NULL, median_ms REAL NOT NULL,
+    spread_ms REAL NOT NULL, repeats INTEGER NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS comm_key ON comm (fingerprint, backend);
 """
+
+#: Every table of measurements, in the order they are exported.
+TABLES = ("devices", "standalone", "corun", "comm")
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,20 @@ class CorunGroup:
     makespan_ms: float
     threads: tuple[int, ...]
     group_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class CommRecord:
+    """One communication operation measured: ``kind`` over ``world`` ranks of ``backend``,
+    ``nbytes`` the result's bytes on one rank; the slowest rank's median and IQR, in ms."""
+
+    backend: str
+    kind: str
+    world: int
+    nbytes: int
+    median_ms: float
+    spread_ms: float = 0.0
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +185,13 @@ class ProfileStore:
                 for i, (sig, lat, thr) in enumerate(zip(g.signatures, g.latencies_ms, g.threads, strict=True))]
         self._write("INSERT INTO corun VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
+    def add_comm(self, device: DeviceSpec, records: Sequence[CommRecord]) -> None:
+        self.add_device(device)
+        now = time.time()
+        self._write("INSERT INTO comm VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (uuid.uuid4().hex, device.fingerprint, r.backend, r.kind, r.world, r.nbytes, r.median_ms,
+             r.spread_ms, r.repeats, now) for r in records])
+
     # --------------------------------------------------------------- read
     def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         try:
@@ -204,12 +242,33 @@ class ProfileStore:
         )
         return ProfileData(device, standalone, groups)
 
+    def comm_backends(self, fingerprint: str) -> list[str]:
+        rows = self._rows("SELECT DISTINCT backend FROM comm WHERE fingerprint = ? ORDER BY backend",
+                          (fingerprint,))
+        return [str(r[0]) for r in rows]
+
+    def comm_records(self, fingerprint: str, backend: str) -> list[CommRecord]:
+        """Communication measured on one device and backend, ordered by (kind, world, nbytes);
+        repeated measurements of one (kind, world, nbytes) are combined by the median of their
+        medians (and of their spreads), their repeats summed."""
+        grouped: dict[tuple[str, int, int], list[tuple[float, float, int]]] = {}
+        for row in self._rows("SELECT kind, world, nbytes, median_ms, spread_ms, repeats FROM comm "
+                              "WHERE fingerprint = ? AND backend = ? ORDER BY created, row_id",
+                              (fingerprint, backend)):
+            kind, world, nbytes, ms, spread, repeats = cast(tuple[str, int, int, float, float, int], row)
+            grouped.setdefault((kind, world, nbytes), []).append((ms, spread, repeats))
+        return [
+            CommRecord(backend, kind, world, nbytes, statistics.median(r[0] for r in rows),
+                       statistics.median(r[1] for r in rows), sum(r[2] for r in rows))
+            for (kind, world, nbytes), rows in sorted(grouped.items())
+        ]
+
     # ------------------------------------------------------- merge/export
     def merge(self, other: str | Path | ProfileStore) -> None:
         """Copy every row of ``other`` into this store (rows already here are skipped)."""
         source = other if isinstance(other, ProfileStore) else ProfileStore(other)
         try:
-            for table, width in (("devices", 2), ("standalone", 9), ("corun", 8)):
+            for table, width in (("devices", 2), ("standalone", 9), ("corun", 8), ("comm", 10)):
                 rows = source._rows(f"SELECT * FROM {table}")
                 marks = ", ".join("?" * width)
                 self._write(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
@@ -226,16 +285,16 @@ class ProfileStore:
 
     def export_json(self, path: str | Path) -> None:
         out: dict[str, list[dict[str, object]]] = {}
-        for table in ("devices", "standalone", "corun"):
+        for table in TABLES:
             columns, rows = self._table(table)
             out[table] = [dict(zip(columns, r, strict=True)) for r in rows]
         Path(path).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **out}, indent=1) + "\n")
 
     def export_csv(self, directory: str | Path) -> None:
-        """Write ``standalone.csv`` and ``corun.csv`` (and ``devices.csv``) under ``directory``."""
+        """Write ``standalone.csv``, ``corun.csv``, ``comm.csv`` and ``devices.csv`` under ``directory``."""
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
-        for table in ("devices", "standalone", "corun"):
+        for table in TABLES:
             columns, rows = self._table(table)
             with (root / f"{table}.csv").open("w", newline="") as fh:
                 writer = csv.writer(fh)

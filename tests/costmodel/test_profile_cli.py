@@ -141,3 +141,46 @@ def test_evaluate_on_refuses_what_it_cannot_use(device, make_profiles, tmp_path)
     args = _parse("--evaluate-on", store, "-o", str(tmp_path))
     with pytest.raises(ConfigError, match=r"model/metadata\.json"):
         args.func(args)
+
+
+def test_comm_profiles_fits_and_writes_the_model(monkeypatch, tmp_path, capsys):
+    from cosched.costmodel.comm import CommModel
+
+    monkeypatch.setenv("COSCHED_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = _parse("--comm", "--world-sizes", "2", "--max-bytes", "2KiB", "-o", str(out), "--json")
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads((out / "comm-metrics.json").read_text())
+    assert printed == written and written["backend"] == "gloo" and written["max_bytes"] == 2048
+    assert written["worlds_sharing_cores"] == ([2] if written["cores"] < 2 else [])
+    kinds = {f["kind"] for f in written["fits"]}
+    assert {"send_recv", "all_reduce", "all_gather"} <= kinds
+    assert set(written["not_measured"]) | kinds == {"send_recv", "all_reduce", "all_gather", "all_to_all"}
+    assert all(f["world"] == 2 and f["points"] >= 4 and f["held_out_ratios"] for f in written["fits"])
+    assert all(row["ratio"] > 0 for row in written["held_out"])
+    model = CommModel.load(out / "model" / "comm.json")
+    assert model.backend == "gloo" and model.fingerprint == written["fingerprint"]
+    assert model.predict_ms("all_reduce", 1024, 2) > 0
+    with ProfileStore(out / "profiles.sqlite") as store:
+        assert len(store.comm_records(written["fingerprint"], "gloo")) == written["records"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--comm", "--batch", "2"], "--comm profiles communication, so --batch does not apply"),
+    (["--zoo", "tiny", "--world-sizes", "2"], "--world-sizes applies only with --comm"),
+    (["--comm", "--max-bytes", "12XB"], r"--max-bytes '12XB': expected a size"),
+    (["--comm", "--world-sizes", "4", "--max-bytes", "16"], "leaves one message size over 4 ranks"),
+])
+def test_comm_options_are_checked(argv, message, tmp_path):
+    args = _parse(*argv, "-o", str(tmp_path))
+    with pytest.raises(ConfigError, match=message):
+        args.func(args)
+
+
+def test_parse_bytes():
+    assert [cli_profile.parse_bytes(t, "--x") for t in ("4096", "64KiB", "16MiB", "1GB", "2 kb", "0.5MiB")] == [
+        4096, 65536, 16 << 20, 10**9, 2000, 1 << 19]
+    for bad in ("", "0", "-5", "MiB", "1.5XB", "nan"):
+        with pytest.raises(ConfigError, match="--x"):
+            cli_profile.parse_bytes(bad, "--x")
