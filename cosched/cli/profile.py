@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 from cosched.cli.io import check_output_dir, writing
 from cosched.cli.options import check_model_file
 from cosched.errors import ConfigError, CoschedError, ProfileError
+from cosched.sizes import parse_bytes
 
 if TYPE_CHECKING:
     from cosched.costmodel.store import ProfileStore
 
-__all__ = ["parse_bytes", "register", "run_comm", "run_evaluate", "run_profile", "transfer_path"]
+__all__ = ["register", "run_comm", "run_evaluate", "run_profile", "transfer_path"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ COMM_DEFAULTS: dict[str, Any] = {"backend": None, "world_sizes": None, "max_byte
 COMM_WORLD_SIZES = (2, 4)
 COMM_MAX_BYTES = "16MiB"
 COMM_METRICS_FILE = "comm-metrics.json"
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 #: Options of profiling that --evaluate-on does not take, with their defaults.
 PROFILING_DEFAULTS: dict[str, Any] = {"device": "cpu", "batch": [1], "budget_s": 300.0,
@@ -193,21 +193,6 @@ def _main_evaluate(args: argparse.Namespace) -> int:
 
 def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
-
-
-def parse_bytes(text: str, flag: str) -> int:
-    """``"4096"``, ``"64KiB"``, ``"16MiB"``, ``"1GB"`` -> bytes (binary and decimal units)."""
-    value = text.strip().lower().replace(" ", "")
-    digits = value.rstrip("kmgib")
-    unit = value[len(digits):]
-    try:
-        number = float(digits)
-    except ValueError:
-        number = math.nan
-    if unit not in _UNITS or not math.isfinite(number) or number * _UNITS[unit] < 1:
-        raise ConfigError(f"{flag} {text!r}: expected a size of at least 1 byte, as a number of bytes "
-                          f"or with a unit (KB, MB, GB, KiB, MiB, GiB), e.g. {flag} 16MiB")
-    return int(number * _UNITS[unit])
 
 
 def _main_comm(args: argparse.Namespace) -> int:

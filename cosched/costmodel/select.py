@@ -23,14 +23,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence, Set
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cosched.cache import cache_root
 from cosched.costmodel.base import CostModel
 from cosched.costmodel.device import DeviceSpec
 from cosched.costmodel.features import task_signature
 from cosched.costmodel.roofline import RooflineModel
-from cosched.errors import CoschedError, CostModelError, ProfileError
+from cosched.errors import ConfigError, CoschedError, CostModelError, ProfileError
 from cosched.ir.graph import Graph
 
 if TYPE_CHECKING:
@@ -174,3 +174,51 @@ def _log_coverage(signatures: Sequence[str], measured: Set[str]) -> None:
     log.info("cost model: %d of %d task signatures of this graph measured, %d extrapolated "
              "(%d of %d tasks measured)", covered, len(distinct), len(distinct) - covered,
              sum(s in measured for s in signatures), len(signatures))
+
+
+def resolve_comm_model(choice: str | Path, device: DeviceSpec, world: int, profile_budget_s: float,
+                       progress: bool = False) -> Any:
+    """The communication model (:class:`~cosched.costmodel.comm.CommModel`) of a plan over
+    ``world`` devices like ``device``. ``choice`` is a ``comm.json`` written by
+    :meth:`CommModel.save`, a directory holding one (``cosched profile --comm -o DIR`` writes
+    ``DIR/model/comm.json``), or ``"auto"``: the communication this device's profile store
+    (:func:`model_cache_dir`) holds for its backend (gloo on CPU, nccl on CUDA), measured first
+    when it holds none and ``profile_budget_s`` allows (a short profile: world ``world``, up to
+    4 MiB, a few seconds on CPU)."""
+    from cosched.costmodel.comm import COMM_FILE, CommModel
+    from cosched.costmodel.store import ProfileStore
+
+    if choice != "auto":
+        path = Path(choice)
+        for candidate in (path, path / "model" / COMM_FILE, path / COMM_FILE):
+            if candidate.is_file():
+                return CommModel.load(candidate)
+        raise ConfigError(f"comm_model {path}: no {COMM_FILE} there (looked at {path}, {path / 'model' / COMM_FILE} "
+                          f"and {path / COMM_FILE}); write one with `cosched profile --comm -o DIR`")
+    backend = "gloo" if device.kind == "cpu" else "nccl"
+    directory = model_cache_dir(device)
+    directory.mkdir(parents=True, exist_ok=True)
+    with ProfileStore(directory / STORE_FILE) as store:
+        if not store.comm_records(device.fingerprint, backend):
+            if profile_budget_s <= 0:
+                raise ConfigError(
+                    f"no {backend} communication of device {device.name} is measured and the profile budget is 0; "
+                    f"measure it with `cosched profile --comm` (then pass comm_model=DIR) or allow profiling")
+            if device.kind == "cuda" and not _has_gpus(world):
+                raise ConfigError(
+                    f"no nccl communication of {device.name} is measured and this machine cannot measure it (it has "
+                    f"fewer than {world} GPUs): pass comm_model= a comm.json, e.g. CommModel.from_link(...) "
+                    "with the link's published latency and bandwidth, saved")
+            from cosched.costmodel.commprofiler import CommProfileConfig, profile_comm
+
+            log.info("measuring %s communication over %d ranks for the plan's split tenants (once per device)",
+                     backend, world)
+            profile_comm(device, CommProfileConfig(backend=backend, world_sizes=(world,), max_bytes=4 << 20,
+                                                   sizes=8, repeats=7, quiet=not progress), store)
+        return CommModel.from_store(store, device.fingerprint, backend)
+
+
+def _has_gpus(world: int) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() >= world
