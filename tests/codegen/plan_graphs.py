@@ -45,6 +45,14 @@ class Builder:
         self.ops.append(Op(qualify(tenant, name), op_type, tenant, tuple(inputs), (out,), opset=18))
         return out
 
+    def comm(self, tenant: str, op_type: str, inputs: Sequence[str], name: str, **attrs: object) -> str:
+        """A communication op of domain "cosched" (Transfer, AllReduce, ...), as the split passes make them."""
+        out = qualify(tenant, f"{name}_out")
+        self.tensors[out] = TensorInfo(out, SHAPE, "float32", tenant, "activation")
+        self.ops.append(Op(qualify(tenant, name), op_type, tenant, tuple(inputs), (out,),
+                           frozen_mapping(attrs), domain="cosched", opset=1))
+        return out
+
     def output(self, tenant: str, tensor: str, name: str) -> None:
         self.outputs.setdefault(tenant, []).append((name, tensor))
 
@@ -117,3 +125,28 @@ def per_tenant_streams(graph: Graph) -> list[list[int]]:
     for task in graph.tasks:
         streams.setdefault(task.tenant, []).append(task.id)
     return list(streams.values())
+
+
+def pipelined(root: Path) -> Graph:
+    """Tenant "a" cut in two stages: relu, matmul | Transfer | double, square (tasks 0..4)."""
+    b = Builder(root)
+    x = b.input("a", "x")
+    w = b.constant("a", "w", (8, 8))
+    m = b.op("a", "MatMul", [b.op("a", "Relu", [x], "relu"), w], "matmul")
+    t = b.comm("a", "Transfer", [m], "move", src=0, dst=1)
+    s = b.op("a", "Add", [t, t], "double")
+    b.output("a", b.op("a", "Mul", [s, s], "square"), "y")
+    return b.build()
+
+
+def all_reduced(root: Path, groups: Sequence[str] = ("g",)) -> Graph:
+    """Tenant "t": per group, relu on rank 0 and neg on rank 1, summed by an AllReduce on
+    each rank; tasks per group: relu, neg, rank 0, rank 1, then a square of each rank's sum."""
+    b = Builder(root)
+    x = b.input("t", "x")
+    for g in groups:
+        parts = [b.op("t", "Relu", [x], f"{g}_relu"), b.op("t", "Neg", [x], f"{g}_neg")]
+        sums = [b.comm("t", "AllReduce", parts, f"{g}_sum{r}", group=g, rank=r, world=2) for r in range(2)]
+        for r, y in enumerate(sums):
+            b.output("t", b.op("t", "Mul", [y, y], f"{g}_square{r}"), f"{g}_y{r}")
+    return b.build()
