@@ -88,8 +88,8 @@ def _emit_ranks(plan: Plan, writer: _Writer) -> str:
     device_of_stream = {s.id: s.device for s in plan.streams}
     for d in plan.devices:
         streams = [s for s in plan.streams if s.device == d.rank]
-        weights = (f"{len(d.weights)} weight(s), {d.weight_bytes} bytes, from {safe_text(d.weights_file)}"
-                   if d.weights_file else f"{len(d.weights)} weight(s), {d.weight_bytes} bytes")
+        weights = (f"{len(d.weights)} weight(s), {d.weight_bytes} bytes, from {safe_text(d.shard_file)}"
+                   if d.shard_file else f"{len(d.weights)} weight(s), {d.weight_bytes} bytes")
         cap = f", cap {d.cap_bytes} bytes" if d.cap_bytes is not None else ""
         lines += ["", "", f"# {'=' * 76}",
                   f"# rank {d.rank}: {d.label} ({safe_text(d.name or '?')}), streams "
@@ -109,7 +109,7 @@ def _emit_ranks(plan: Plan, writer: _Writer) -> str:
     for d in plan.devices:
         functions = "".join(f"stream_{s.id}, " for s in plan.streams if s.device == d.rank)
         lines.append(f"    {d.rank}: {{'device': {d.label!r}, 'streams': ({functions}), "
-                     f"'issue': issue_rank_{d.rank}, 'weights': {d.weights_file!r}}},")
+                     f"'issue': issue_rank_{d.rank}, 'weights': {d.shard_file!r}}},")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

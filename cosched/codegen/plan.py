@@ -55,6 +55,7 @@ from cosched.codegen.planformat import (
     plan_schema,
     plan_to_json,
 )
+from cosched.codegen.planmulti import SHARD_FILE
 from cosched.errors import ConfigError, DeviceError, PlanError
 from cosched.ir.graph import Graph
 from cosched.paths import check_writable_parent
@@ -87,7 +88,6 @@ __all__ = [
 
 PLAN_FILE = "plan.json"
 MODELS_DIR = "models"
-WEIGHTS_DIR = "weights"
 
 
 # -------------------------------------------------------------------- files
@@ -214,10 +214,11 @@ def _write_shards(plan: Plan, out: Path, graph: Graph | None) -> Plan:
                 raise PlanError(f"device {d.label}: weight {w.tensor!r} of tenant {tenant!r} should be "
                                 f"{list(w.shape)} {w.dtype}, but the model holds {got}; recompile the plan")
             tensors[w.tensor] = value if value.flags.c_contiguous else value.copy(order="C")
-        path = out / WEIGHTS_DIR / f"device{d.rank}.safetensors"
+        name = SHARD_FILE.format(rank=d.rank)
+        path = out / name
         path.parent.mkdir(exist_ok=True)
         save_file(tensors, str(path), metadata={"cosched_rank": str(d.rank), "device": d.label})
-        entries.append(replace(d, weights_file=f"{WEIGHTS_DIR}/{path.name}", weights_sha256=sha256_of(path)))
+        entries.append(replace(d, weights_file=name, weights_sha256=sha256_of(path)))
     return plan.replace(devices=tuple(entries))
 
 

@@ -15,13 +15,15 @@ from pydantic import Field
 
 from cosched.codegen.planfields import CLOSED, Id, Sha
 
-__all__ = ["COMM_OPS", "CommOp", "CommTask", "DeviceEntry", "WeightSpec"]
+__all__ = ["COMM_OPS", "SHARD_FILE", "CommOp", "CommTask", "DeviceEntry", "WeightSpec"]
 
 CommOp = Literal["transfer", "all_reduce", "all_gather", "all_to_all"]
 COMM_OPS: dict[str, CommOp] = {
     "Transfer": "transfer", "AllReduce": "all_reduce", "AllGather": "all_gather", "AllToAll": "all_to_all",
 }
 """The IR's communication op types (domain ``"cosched"``) and their names in a plan."""
+SHARD_FILE = "weights/device{rank}.safetensors"
+"""Where a saved plan keeps the weights of the device of rank ``rank`` (plan directory relative)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,14 @@ class DeviceEntry:
     @property
     def needed_bytes(self) -> int:
         return self.weight_bytes + self.peak_activation_bytes
+
+    @property
+    def shard_file(self) -> str | None:
+        """The weight shard's path in the plan directory: ``weights_file`` once saved, else
+        where saving writes it; None for a device without weights."""
+        if self.weights_file is not None or not self.weights:
+            return self.weights_file
+        return SHARD_FILE.format(rank=self.rank)
 
 
 @dataclass(frozen=True)
