@@ -119,7 +119,11 @@ def lower(
         stream_plans.append(StreamPlan(sid, dev, tuple(instructions), -1 if urgent else 0))
     times = _timeline(timeline, graph)
     crossing = {v: {u for u in dag.predecessors(v) if device_of[u] != device_of[v]} for v in device_of} if multi else None
-    order = issue_order(streams, sync, times, crossing)
+    groups: dict[str, list[int]] = {}
+    for c in comms:
+        if c.op != "transfer":
+            groups.setdefault(c.group, []).append(c.task)
+    order = issue_order(streams, sync, times, crossing, groups)
     buffers = buffer_lifetimes(graph, sync, device_of if multi else None)
     entries = _device_entries(graph, device_of, buffers, order, devices, len(sched.devices), _device_dict(device))
     plan = Plan(
@@ -212,20 +216,34 @@ def _free_point(sync: SyncPlan, producer: int, users: Sequence[int]) -> int | No
 
 def issue_order(
     streams: Sequence[Sequence[int]], sync: SyncPlan, times: Mapping[int, tuple[float, float]],
-    crossing: Mapping[int, Iterable[int]] | None = None,
+    crossing: Mapping[int, Iterable[int]] | None = None, together: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[int, ...]:
     """A topological order of tasks (dependencies and stream order) by predicted start time.
 
     Without a timeline, the key is the position within the stream, so streams interleave
     round-robin (breadth first) instead of one stream after another. ``crossing`` adds, per
     task, the tasks of other devices it reads from (a multi-device plan's sync orders only
-    tasks within a device).
+    tasks within a device). Each group of ``together`` (collective name -> its ranks' tasks) is
+    issued back to back, once all of its tasks are ready, so every device meets its
+    collectives in one order (NCCL requires it); :class:`PlanError` if that is impossible.
     """
-    preds: dict[int, set[int]] = {t: set(sync.waits[t]) | set((crossing or {}).get(t, ())) for t in sync.waits}
+    node = {t: t for t in sync.waits}
+    names = list(together or {})
+    for g, name in enumerate(names):
+        node.update({t: -1 - g for t in (together or {})[name]})
+    members_of: dict[int, list[int]] = {}
+    for t, n in node.items():
+        members_of.setdefault(n, []).append(t)
+    preds: dict[int, set[int]] = {n: set() for n in members_of}
+    for t in sync.waits:
+        before = set(sync.waits[t]) | set((crossing or {}).get(t, ()))
+        preds[node[t]] |= {node[u] for u in before}
     for tasks in streams:
         for a, b in pairwise(tasks):
-            preds[b].add(a)
-    succs: dict[int, list[int]] = {t: [] for t in preds}
+            preds[node[b]].add(node[a])
+    for n, us in preds.items():
+        us.discard(n)
+    succs: dict[int, list[int]] = {n: [] for n in preds}
     for v, us in preds.items():
         for u in us:
             succs[u].append(v)
@@ -234,17 +252,21 @@ def issue_order(
         s, i = sync.position[t]
         return (times[t][0] if t in times else float(i), i, s)
 
-    remaining = {t: len(us) for t, us in preds.items()}
-    ready = [(key(t), t) for t, n in remaining.items() if n == 0]
+    remaining = {n: len(us) for n, us in preds.items()}
+    ready = [(min(key(t) for t in members_of[n]), n) for n, k in remaining.items() if k == 0]
     heapq.heapify(ready)
     order = []
     while ready:
-        _, t = heapq.heappop(ready)
-        order.append(t)
-        for v in succs[t]:
+        _, n = heapq.heappop(ready)
+        order += sorted(members_of[n], key=key)
+        for v in succs[n]:
             remaining[v] -= 1
             if remaining[v] == 0:
-                heapq.heappush(ready, (key(v), v))
+                heapq.heappush(ready, (min(key(t) for t in members_of[v]), v))
+    if len(order) != len(node):
+        stuck = sorted(names[-1 - n] for n, k in remaining.items() if k > 0 and n < 0)
+        raise PlanError(f"collective groups {', '.join(map(repr, stuck[:5]))} wait on one another: no order "
+                        "meets each collective on all its devices at once; order them alike on every device")
     return tuple(order)
 
 

@@ -242,6 +242,7 @@ def _check_issue_order(plan: Plan, where: Mapping[int, tuple[int, int]], labels:
     if sorted(plan.issue_order) != sorted(where):
         raise PlanError("issue_order must list every task of the plan exactly once")
     issued = {t: i for i, t in enumerate(plan.issue_order)}
+    _check_collective_order(plan, issued)
     recorder: dict[int, int] = {}
     for s in plan.streams:
         last = None
@@ -266,3 +267,22 @@ def _check_issue_order(plan: Plan, where: Mapping[int, tuple[int, int]], labels:
                             f"{labels[recorder[e]]} records it; a single issuing thread would skip the wait"
                         )
                 pending = []
+
+
+def _check_collective_order(plan: Plan, issued: Mapping[int, int]) -> None:
+    """Two collective groups that share devices are issued in one order on all of them."""
+    device = plan.device_of_task()
+    groups: dict[str, dict[int, int]] = {}
+    for c in plan.comms:
+        if c.op != "transfer":
+            groups.setdefault(c.group, {})[device[c.task]] = issued[c.task]
+    names = sorted(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(groups[a].keys() & groups[b].keys())
+            first = {d: groups[a][d] < groups[b][d] for d in shared}
+            if len(set(first.values())) > 1:
+                d0 = next(d for d in shared if first[d])
+                d1 = next(d for d in shared if not first[d])
+                raise PlanError(f"issue_order meets collective groups {a!r} and {b!r} in one order on device {d0} "
+                                f"and in the other on device {d1}; every device must meet them in one order")

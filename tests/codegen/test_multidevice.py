@@ -184,11 +184,28 @@ def test_collective_ranks_run_on_their_devices_and_meet(tmp_path: Path) -> None:
     assert relu.use_tasks == (2, 3) and relu.free_after == 2  # rank 1 reads it through the group
 
 
-def test_collectives_met_in_opposite_orders_deadlock(tmp_path: Path) -> None:
+def test_collectives_met_in_opposite_orders_are_refused(tmp_path: Path) -> None:
     g = all_reduced(tmp_path, ("g", "h"))  # g: tasks 0..5, h: tasks 6..11
-    with pytest.raises(PlanError, match=r"deadlocks: .*in collective group 'g'.*in collective group 'h'"):
+    with pytest.raises(PlanError, match=r"collective groups 'g', 'h' wait on one another"):
         lower(g, Schedule((((0, 6, 2, 8, 4, 10),), ((1, 7, 9, 3, 5, 11),))), device=CPU)
-    lower(g, Schedule((((0, 6, 2, 8, 4, 10),), ((1, 7, 3, 9, 5, 11),))), device=CPU)
+    plan = lower(g, Schedule((((0, 6, 2, 8, 4, 10),), ((1, 7, 3, 9, 5, 11),))), device=CPU)
+    assert [t for t in plan.issue_order if t in (2, 3, 8, 9)] == [2, 3, 8, 9]  # each group issued at once
+    runs = plan.streams[1].instructions
+    swapped = replace(plan.streams[1], instructions=(*runs[:2], runs[3], runs[2], *runs[4:]))
+    with pytest.raises(PlanError, match=r"deadlocks: .*in collective group 'g'.*in collective group 'h'"):
+        verify_plan(plan.replace(streams=(plan.streams[0], swapped)))
+
+
+def test_collectives_on_several_streams_are_issued_alike_on_every_device(tmp_path: Path) -> None:
+    g = all_reduced(tmp_path, ("g", "h"))
+    plan = lower(g, Schedule((((0, 2, 4), (6, 8, 10)), ((1, 3, 5), (7, 9, 11)))), device=CPU,
+                 timeline={t: (10.0 if t in (2, 9) else 1.0 * t, 20.0) for t in range(12)})
+    ranks = [t for t in plan.issue_order if t in (2, 3, 8, 9)]
+    assert {frozenset(ranks[:2]), frozenset(ranks[2:])} == {frozenset((2, 3)), frozenset((8, 9))}
+    mixed = plan.replace(issue_order=tuple(sorted(plan.issue_order, key=lambda t: {3: 100, 8: 101}.get(t, t))))
+    with pytest.raises(PlanError, match=r"issue_order meets collective groups 'g' and 'h' in one order on device 0 "
+                                        r"and in the other on device 1"):
+        verify_plan(mixed)
 
 
 def test_a_collective_on_one_device_or_fed_from_elsewhere_is_refused(tmp_path: Path) -> None:
