@@ -30,6 +30,7 @@ from cosched.ir.graph import Graph, Op, Task
 
 __all__ = [
     "COMM_DOMAIN",
+    "check_fits",
     "comm_op",
     "communication",
     "device_entries",

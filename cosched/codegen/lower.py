@@ -105,18 +105,7 @@ def lower(
     unknown = critical - set(graph.tenant_names)
     if unknown:
         raise PlanError(f"latency-critical tenant(s) {sorted(unknown)} are not in the graph {list(graph.tenant_names)}")
-    sends = sends_after(graph, comms)
-    stream_plans = []
-    for sid, (dev, tasks) in enumerate(flat):
-        instructions: list[Instruction] = []
-        for t in tasks:
-            instructions += [Instruction("wait", event=event_of[u]) for u in sync.waits[t]]
-            instructions.append(Instruction("run", task=t))
-            if t in event_of:
-                instructions.append(Instruction("record", event=event_of[t]))
-            instructions += sends.get(t, ())
-        urgent = any(graph.task(t).tenant in critical for t in tasks)
-        stream_plans.append(StreamPlan(sid, dev, tuple(instructions), -1 if urgent else 0))
+    stream_plans = _stream_plans(graph, flat, sync, event_of, sends_after(graph, comms), critical)
     times = _timeline(timeline, graph)
     crossing = {v: {u for u in dag.predecessors(v) if device_of[u] != device_of[v]} for v in device_of} if multi else None
     groups: dict[str, list[int]] = {}
@@ -145,6 +134,25 @@ def lower(
         splits=tuple(s.to_json() if hasattr(s, "to_json") else dict(s) for s in splits),
     )
     return verify_plan(plan) if multi else plan  # a collective met in another order deadlocks
+
+
+def _stream_plans(graph: Graph, flat: Sequence[tuple[int, Sequence[int]]], sync: SyncPlan,
+                  event_of: Mapping[int, int], sends: Mapping[int, Sequence[Instruction]],
+                  critical: set[str]) -> list[StreamPlan]:
+    """Each stream's instructions: per task its waits, its run, its event's record and the
+    sends of what it produced to other devices."""
+    out = []
+    for sid, (dev, tasks) in enumerate(flat):
+        instructions: list[Instruction] = []
+        for t in tasks:
+            instructions += [Instruction("wait", event=event_of[u]) for u in sync.waits[t]]
+            instructions.append(Instruction("run", task=t))
+            if t in event_of:
+                instructions.append(Instruction("record", event=event_of[t]))
+            instructions += sends.get(t, ())
+        urgent = any(graph.task(t).tenant in critical for t in tasks)
+        out.append(StreamPlan(sid, dev, tuple(instructions), -1 if urgent else 0))
+    return out
 
 
 def _device_entries(graph: Graph, device_of: Mapping[int, int], buffers: Sequence[Buffer],

@@ -89,7 +89,8 @@ class CommTask:
 
     ``transfer``: ``peers`` is ``(source rank, destination rank)``; the task runs on the
     destination, and the source posts a ``send`` instruction right after the producer of the
-    tensor (none when both are one device). Collectives (``all_reduce``, ``all_gather``,
+    tensor (none when both are one device; a graph input, weight or constant has no producer
+    and is bound where it is read, so its transfer's source is its destination). Collectives (``all_reduce``, ``all_gather``,
     ``all_to_all``): the task is rank ``rank`` of collective ``group``; ``peers[r]`` is the
     device rank running rank ``r`` of the group (distinct devices). ``nbytes`` is the bytes
     the task moves (its input for a transfer, its output for a collective).
