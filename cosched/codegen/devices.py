@@ -231,7 +231,7 @@ def device_entries(devices: Sequence[Mapping[str, Any]] | None, count: int,
 
 def check_fits(entry: DeviceEntry, tenants: Sequence[str]) -> None:
     """:class:`PlanError` if ``entry`` needs more than its cap (or capacity)."""
-    limit = entry.cap_bytes if entry.cap_bytes is not None else entry.memory_bytes
+    limit = entry.limit_bytes
     if limit is not None and entry.needed_bytes > limit:
         what = "cap" if entry.cap_bytes is not None else "memory"
         raise PlanError(

@@ -193,7 +193,7 @@ def _check_devices(plan: Plan) -> None:
         total = sum(w.nbytes for w in d.weights)
         if d.weight_bytes != total:
             raise PlanError(f"{label}: weight_bytes is {d.weight_bytes}, but its weights hold {total} bytes")
-        limit = d.cap_bytes if d.cap_bytes is not None else d.memory_bytes
+        limit = d.limit_bytes
         if limit is not None and d.needed_bytes > limit:
             raise PlanError(f"{label}: needs {d.needed_bytes} bytes ({d.weight_bytes} of weights + "
                             f"{d.peak_activation_bytes} of activations), over its limit of {limit} bytes")

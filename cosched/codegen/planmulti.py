@@ -43,7 +43,7 @@ class WeightSpec:
 class DeviceEntry:
     """One rank of a multi-device plan: device ``kind:index`` (``name`` from its spec).
 
-    ``memory_bytes`` is the device's capacity (measured, or None when unknown) and
+    ``memory_bytes`` is the device's capacity (measured, or None or 0 when unknown) and
     ``cap_bytes`` the most the plan may use there (a user's cap, or None: the capacity).
     ``weight_bytes`` (the ``weights`` it holds) plus ``peak_activation_bytes`` (the most
     activation bytes alive at once, walking its tasks in issue order with the buffers'
@@ -73,6 +73,12 @@ class DeviceEntry:
     @property
     def needed_bytes(self) -> int:
         return self.weight_bytes + self.peak_activation_bytes
+
+    @property
+    def limit_bytes(self) -> int | None:
+        """The most the plan may use on the device: its cap, else its capacity when known
+        (a capacity of 0 means unknown, as a DeviceSpec that could not read it says)."""
+        return self.cap_bytes if self.cap_bytes is not None else (self.memory_bytes or None)
 
     @property
     def shard_file(self) -> str | None:

@@ -266,3 +266,12 @@ def test_stream_ids_are_global_across_devices(tmp_path: Path) -> None:
     renumbered = plan.replace(streams=(*plan.streams[:2], StreamPlan(5, 1, plan.streams[2].instructions)))
     with pytest.raises(PlanError, match="stream ids must be"):
         verify_plan(renumbered)
+
+
+def test_the_capacity_limits_a_device_without_a_cap_and_0_means_unknown(tmp_path: Path) -> None:
+    g = tenant_mix(tmp_path, ("a", "b"))
+    sched = Schedule((((0, 1, 2, 3, 4),), ((5, 6, 7, 8, 9),)))
+    with pytest.raises(PlanError, match=r"device cpu:1 \(rank 1\) needs 384 bytes .* over its memory of 300 bytes"):
+        lower(g, sched, device=CPU, devices=[TWO[0], {"kind": "cpu", "index": 1, "memory_bytes": 300}])
+    plan = lower(g, sched, device={**CPU, "memory_bytes": 0})
+    assert [(d.memory_bytes, d.cap_bytes, d.limit_bytes) for d in plan.devices] == [(0, None, None)] * 2
