@@ -15,7 +15,7 @@ from cosched.codegen.plan import Instruction, Plan, StreamPlan, plan_from_json, 
 from cosched.codegen.plancheck import check_plan
 from cosched.codegen.steps import issue_steps
 from cosched.codegen.verify import verify_plan
-from cosched.errors import PlanError
+from cosched.errors import DeviceError, PlanError
 from cosched.search.schedule import Schedule
 
 CPU = {"kind": "cpu", "name": "test-cpu"}
@@ -275,3 +275,14 @@ def test_the_capacity_limits_a_device_without_a_cap_and_0_means_unknown(tmp_path
         lower(g, sched, device=CPU, devices=[TWO[0], {"kind": "cpu", "index": 1, "memory_bytes": 300}])
     plan = lower(g, sched, device={**CPU, "memory_bytes": 0})
     assert [(d.memory_bytes, d.cap_bytes, d.limit_bytes) for d in plan.devices] == [(0, None, None)] * 2
+
+
+def test_the_executor_refuses_a_multi_device_plan_before_any_work(tmp_path: Path) -> None:
+    from cosched.runtime.executor import Executor
+
+    plan = placed(tmp_path)
+    for model in tmp_path.glob("*.onnx"):
+        model.unlink()  # refused before re-importing the models
+    with pytest.raises(DeviceError, match=r"the plan runs on 2 devices \(cpu:0, cpu:1\); a multi-device plan needs "
+                                          r"the distributed runtime"):
+        Executor(plan)
