@@ -114,7 +114,8 @@ def lower(
             groups.setdefault(c.group, []).append(c.task)
     order = issue_order(streams, sync, times, crossing, groups)
     buffers = buffer_lifetimes(graph, sync, device_of if multi else None)
-    entries = _device_entries(graph, device_of, buffers, order, devices, len(sched.devices), _device_dict(device))
+    entries = _device_entries(graph, device_of, buffers, order, devices, len(sched.devices), _device_dict(device),
+                              multi)
     plan = Plan(
         device=_device_dict(device),
         models=_model_refs(graph),
@@ -157,9 +158,10 @@ def _stream_plans(graph: Graph, flat: Sequence[tuple[int, Sequence[int]]], sync:
 
 def _device_entries(graph: Graph, device_of: Mapping[int, int], buffers: Sequence[Buffer],
                     order: Sequence[int], devices: Sequence[Mapping[str, Any]] | None, count: int,
-                    device: Mapping[str, Any]) -> list[DeviceEntry]:
-    """Each device's entry: its weights and peak activations, refused over its cap."""
-    if devices is None and count == 1:
+                    device: Mapping[str, Any], multi: bool) -> list[DeviceEntry]:
+    """Each device's entry: its weights and peak activations, refused over its cap (none for
+    a one-device plan given no device to check)."""
+    if devices is None and not multi:
         return []
     out = []
     for given in device_entries(devices, count, device):

@@ -286,3 +286,12 @@ def test_the_executor_refuses_a_multi_device_plan_before_any_work(tmp_path: Path
     with pytest.raises(DeviceError, match=r"the plan runs on 2 devices \(cpu:0, cpu:1\); a multi-device plan needs "
                                           r"the distributed runtime"):
         Executor(plan)
+
+
+def test_a_split_tenant_on_one_device_is_a_version_2_plan(tmp_path: Path) -> None:
+    spec = {"kind": "pipeline", "tenant": "a", "world": 2, "options": {}}
+    plan = lower(pipelined(tmp_path), [[0, 1, 2, 3, 4]], device=CPU, splits=[spec])
+    assert plan.schema_version == 2 and [d.label for d in plan.devices] == ["cpu:0"]
+    assert plan.comms[0].peers == (0, 0) and plan.splits == (spec,)
+    assert plan_from_json(json.loads(json.dumps(plan_to_json(plan)))) == plan
+    check_plan(plan)
