@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cosched.codegen.planformat import CommTask, Plan
 from cosched.codegen.verify import verify_plan
@@ -199,6 +199,9 @@ def _check_devices(plan: Plan) -> None:
                             f"{d.peak_activation_bytes} of activations), over its limit of {limit} bytes")
         if (d.weights_file is None) != (d.weights_sha256 is None):
             raise PlanError(f"{label}: weights_file and weights_sha256 must be given together")
+        if d.weights_file is not None and (PurePosixPath(d.weights_file).is_absolute()
+                                           or ".." in PurePosixPath(d.weights_file).parts):
+            raise PlanError(f"{label}: weights_file {d.weights_file!r} must be a path inside the plan directory")
     device_of_stream = {s.id: s.device for s in plan.streams}
     device_of_task = plan.device_of_task()
     for e in plan.events:

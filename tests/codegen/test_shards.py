@@ -83,6 +83,17 @@ def test_a_changed_shard_is_refused(two: Graph, tmp_path: Path) -> None:
         load_plan(tmp_path / "plan")
 
 
+def test_a_shard_outside_the_plan_directory_is_refused(two: Graph, tmp_path: Path) -> None:
+    save_plan(lower(two, placed(two), device=CPU), tmp_path / "plan", graph=two)
+    path = tmp_path / "plan" / "plan.json"
+    data = json.loads(path.read_text())
+    data["devices"][0]["weights_file"] = "../elsewhere.safetensors"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=r"devices\[0\] \(cpu:0\): weights_file '../elsewhere.safetensors' must be a "
+                                        r"path inside the plan directory"):
+        load_plan(tmp_path / "plan")
+
+
 def test_saving_needs_the_graph_for_the_weights(two: Graph, tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"pass graph="):
         save_plan(lower(two, placed(two), device=CPU), tmp_path / "plan")
