@@ -5,7 +5,9 @@ A multi-device schedule places every task on one stream of one device. Lowering 
 
 - a dependency may cross devices only into a communication task (an op of domain
   ``"cosched"``, alone in its task): a ``Transfer`` reads a tensor of another device (the
-  source posts a ``send`` right after the producing task, on its stream), and rank ``r`` of a
+  source posts a ``send`` right after the producing task, on its stream; a graph input is
+  fed on the device of its tenant's shard slot ``src`` and sent at the start of that
+  device's first stream), and rank ``r`` of a
   collective reads every rank's input, rank ``i``'s from the device running rank ``i``
   (the group meets on its distinct devices). Anything else is refused, naming the tasks;
 - events order dependencies within a device only (:func:`device_sync`: the lowering's
@@ -64,19 +66,20 @@ def communication(graph: Graph, dag: nx.DiGraph, device_of: Mapping[int, int]) -
     that crosses devices, and collective groups that are incomplete or share a device."""
     comms: list[CommTask] = []
     groups: dict[str, dict[int, tuple[int, Op]]] = {}
-    for task in graph.tasks:
-        op = comm_op(graph, task)
+    found = [(task.id, comm_op(graph, task)) for task in graph.tasks]
+    slots = _slot_devices(graph, [(t, op) for t, op in found if op is not None], device_of)
+    for task_id, op in found:
         if op is None:
-            _check_local(graph, dag, device_of, task.id)
+            _check_local(graph, dag, device_of, task_id)
         elif op.op_type == "Transfer":
-            comms.append(_transfer(graph, op, task.id, device_of))
+            comms.append(_transfer(graph, op, task_id, device_of, slots))
         else:
-            rank = _int_attr(graph, task.id, op, "rank")
+            rank = _int_attr(graph, task_id, op, "rank")
             members = groups.setdefault(str(op.attr("group")), {})
             if rank in members:
                 raise PlanError(f"collective group {op.attr('group')!r}: rank {rank} is run by both "
-                                f"{_label(graph, members[rank][0])} and {_label(graph, task.id)}")
-            members[rank] = (task.id, op)
+                                f"{_label(graph, members[rank][0])} and {_label(graph, task_id)}")
+            members[rank] = (task_id, op)
     for name, members in sorted(groups.items()):
         comms += _collective(graph, name, members, device_of)
     return tuple(sorted(comms, key=lambda c: c.task))
@@ -102,13 +105,44 @@ def _int_attr(graph: Graph, task_id: int, op: Op, key: str) -> int:
     return value
 
 
-def _transfer(graph: Graph, op: Op, task_id: int, device_of: Mapping[int, int]) -> CommTask:
+def _slot_devices(graph: Graph, comms: Sequence[tuple[int, Op]],
+                  device_of: Mapping[int, int]) -> dict[tuple[str, int], set[int]]:
+    """The devices each (tenant, shard slot) runs on, as its communication ops show them: a
+    Transfer runs on slot ``dst`` and reads what slot ``src`` produced; rank ``r`` of a
+    collective runs on slot ``r``."""
+    slots: dict[tuple[str, int], set[int]] = {}
+    for task_id, op in comms:
+        if op.op_type == "Transfer":
+            slots.setdefault((op.tenant, op.attr("dst")), set()).add(device_of[task_id])
+            producer = graph.producer(op.inputs[0]) if op.inputs and op.inputs[0] else None
+            if producer is not None:
+                slots.setdefault((op.tenant, op.attr("src")), set()).add(device_of[graph.task_of(producer.name).id])
+        else:
+            slots.setdefault((op.tenant, op.attr("rank")), set()).add(device_of[task_id])
+    return slots
+
+
+def _transfer(graph: Graph, op: Op, task_id: int, device_of: Mapping[int, int],
+              slots: Mapping[tuple[str, int], set[int]]) -> CommTask:
     """A Transfer runs on its destination; its source is the device of the task producing its
-    input (a graph input, weight or constant is bound where it is read: no send)."""
+    input, or for a graph input (fed on shard slot ``src``) the device of that slot. A weight
+    or constant has no producer and is held where it is read: its transfer is local."""
     x = op.inputs[0] if op.inputs else ""
     producer = graph.producer(x) if x else None
     dst = device_of[task_id]
-    src = device_of[graph.task_of(producer.name).id] if producer is not None else dst
+    if producer is not None:
+        src = device_of[graph.task_of(producer.name).id]
+    elif x and graph.tensor(x).kind == "input":
+        found = slots.get((op.tenant, op.attr("src")), set())
+        if len(found) != 1:
+            raise PlanError(
+                f"{_label(graph, task_id)} moves input {x!r} of tenant {op.tenant!r} from shard slot "
+                f"{op.attr('src')!r}, which runs on devices {sorted(found)} by the other communication "
+                "tasks; a slot must run on exactly one device"
+            )
+        src = next(iter(found))
+    else:
+        src = dst
     return CommTask(task_id, "transfer", (src, dst), graph.tensor(x).nbytes if x else 0)
 
 
@@ -145,16 +179,23 @@ def _collective(graph: Graph, name: str, members: Mapping[int, tuple[int, Op]],
     return out
 
 
-def sends_after(graph: Graph, comms: Iterable[CommTask]) -> dict[int, tuple[Instruction, ...]]:
-    """Per producing task, the ``send`` instructions its stream posts right after it."""
-    out: dict[int, list[Instruction]] = {}
+def sends_after(graph: Graph, comms: Iterable[CommTask]
+                ) -> tuple[dict[int, tuple[Instruction, ...]], dict[int, tuple[Instruction, ...]]]:
+    """The ``send`` instructions: per producing task those its stream posts right after it,
+    and per device those of graph inputs, posted first on its first stream."""
+    after: dict[int, list[Instruction]] = {}
+    first: dict[int, list[Instruction]] = {}
     for c in comms:
         if c.op != "transfer" or c.peers[0] == c.peers[1]:
             continue
+        send = Instruction("send", task=c.task, peer=c.peers[1])
         producer = graph.producer(graph.task_ops(graph.task(c.task))[0].inputs[0])
-        assert producer is not None  # a transfer between two devices has a producing task
-        out.setdefault(graph.task_of(producer.name).id, []).append(Instruction("send", task=c.task, peer=c.peers[1]))
-    return {t: tuple(sorted(sends, key=lambda i: i.task or 0)) for t, sends in out.items()}
+        if producer is None:
+            first.setdefault(c.peers[0], []).append(send)
+        else:
+            after.setdefault(graph.task_of(producer.name).id, []).append(send)
+    return ({t: tuple(sorted(sends, key=lambda i: i.task or 0)) for t, sends in after.items()},
+            {d: tuple(sorted(sends, key=lambda i: i.task or 0)) for d, sends in first.items()})
 
 
 def device_sync(dag: nx.DiGraph, flat: Sequence[tuple[int, Sequence[int]]]) -> SyncPlan:

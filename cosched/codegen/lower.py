@@ -105,7 +105,7 @@ def lower(
     unknown = critical - set(graph.tenant_names)
     if unknown:
         raise PlanError(f"latency-critical tenant(s) {sorted(unknown)} are not in the graph {list(graph.tenant_names)}")
-    stream_plans = _stream_plans(graph, flat, sync, event_of, sends_after(graph, comms), critical)
+    stream_plans = _stream_plans(graph, flat, sync, event_of, *sends_after(graph, comms), critical)
     times = _timeline(timeline, graph)
     crossing = {v: {u for u in dag.predecessors(v) if device_of[u] != device_of[v]} for v in device_of} if multi else None
     groups: dict[str, list[int]] = {}
@@ -139,12 +139,15 @@ def lower(
 
 def _stream_plans(graph: Graph, flat: Sequence[tuple[int, Sequence[int]]], sync: SyncPlan,
                   event_of: Mapping[int, int], sends: Mapping[int, Sequence[Instruction]],
-                  critical: set[str]) -> list[StreamPlan]:
+                  input_sends: Mapping[int, Sequence[Instruction]], critical: set[str]) -> list[StreamPlan]:
     """Each stream's instructions: per task its waits, its run, its event's record and the
-    sends of what it produced to other devices."""
+    sends of what it produced to other devices; a device's first stream starts with the
+    sends of its graph inputs."""
     out = []
+    started: set[int] = set()
     for sid, (dev, tasks) in enumerate(flat):
-        instructions: list[Instruction] = []
+        instructions: list[Instruction] = [] if dev in started else list(input_sends.get(dev, ()))
+        started.add(dev)
         for t in tasks:
             instructions += [Instruction("wait", event=event_of[u]) for u in sync.waits[t]]
             instructions.append(Instruction("run", task=t))

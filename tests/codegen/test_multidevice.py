@@ -174,35 +174,50 @@ def test_an_event_across_devices_is_refused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ collectives
+RANKED = Schedule((((1, 3, 5),), ((0, 2, 4, 6),)))
+"""all_reduced's tasks with slot 0 on device 0 and slot 1 on device 1."""
+
+
 def test_collective_ranks_run_on_their_devices_and_meet(tmp_path: Path) -> None:
     g = all_reduced(tmp_path)
-    plan = lower(g, Schedule((((0, 2, 4),), ((1, 3, 5),))), device=CPU)
+    plan = lower(g, RANKED, device=CPU)
     assert [(c.task, c.op, c.group, c.rank, c.peers) for c in plan.comms] == [
-        (2, "all_reduce", "g", 0, (0, 1)), (3, "all_reduce", "g", 1, (0, 1))]
+        (0, "transfer", "", None, (0, 1)), (3, "all_reduce", "g", 0, (0, 1)), (4, "all_reduce", "g", 1, (0, 1))]
     assert plan.events == () and verify_plan(plan) is plan
     relu = next(b for b in plan.buffers if b.tensor == "t/g_relu_out")
-    assert relu.use_tasks == (2, 3) and relu.free_after == 2  # rank 1 reads it through the group
+    assert relu.use_tasks == (3, 4) and relu.free_after == 3  # rank 1 reads it through the group
+
+
+def test_an_input_moved_to_another_slot_is_sent_first_from_the_slot_that_is_fed(tmp_path: Path) -> None:
+    plan = lower(all_reduced(tmp_path), RANKED, device=CPU)
+    assert instructions(plan, 0) == [("send", 0), ("run", 1), ("run", 3), ("run", 5)]
+    assert plan.streams[0].instructions[0].peer == 1
+    assert next(s.op for s in issue_steps(plan) if s.stream == 0) == "send"
+    unplaced = plan.replace(streams=(replace(plan.streams[0], instructions=plan.streams[0].instructions[1:]),
+                                     plan.streams[1]))
+    with pytest.raises(PlanError, match=r"stream 1 waits for the send of transfer task 0 from device 0"):
+        verify_plan(unplaced)
 
 
 def test_collectives_met_in_opposite_orders_are_refused(tmp_path: Path) -> None:
-    g = all_reduced(tmp_path, ("g", "h"))  # g: tasks 0..5, h: tasks 6..11
+    g = all_reduced(tmp_path, ("g", "h"))  # g: tasks 1..6, h: tasks 7..12
     with pytest.raises(PlanError, match=r"collective groups 'g', 'h' wait on one another"):
-        lower(g, Schedule((((0, 6, 2, 8, 4, 10),), ((1, 7, 9, 3, 5, 11),))), device=CPU)
-    plan = lower(g, Schedule((((0, 6, 2, 8, 4, 10),), ((1, 7, 3, 9, 5, 11),))), device=CPU)
-    assert [t for t in plan.issue_order if t in (2, 3, 8, 9)] == [2, 3, 8, 9]  # each group issued at once
+        lower(g, Schedule((((1, 7, 3, 9, 5, 11),), ((0, 2, 8, 10, 4, 6, 12),))), device=CPU)
+    plan = lower(g, Schedule((((1, 7, 3, 9, 5, 11),), ((0, 2, 8, 4, 10, 6, 12),))), device=CPU)
+    assert [t for t in plan.issue_order if t in (3, 4, 9, 10)] == [3, 4, 9, 10]  # each group issued at once
     runs = plan.streams[1].instructions
-    swapped = replace(plan.streams[1], instructions=(*runs[:2], runs[3], runs[2], *runs[4:]))
+    swapped = replace(plan.streams[1], instructions=(*runs[:3], runs[4], runs[3], *runs[5:]))
     with pytest.raises(PlanError, match=r"deadlocks: .*in collective group 'g'.*in collective group 'h'"):
         verify_plan(plan.replace(streams=(plan.streams[0], swapped)))
 
 
 def test_collectives_on_several_streams_are_issued_alike_on_every_device(tmp_path: Path) -> None:
     g = all_reduced(tmp_path, ("g", "h"))
-    plan = lower(g, Schedule((((0, 2, 4), (6, 8, 10)), ((1, 3, 5), (7, 9, 11)))), device=CPU,
-                 timeline={t: (10.0 if t in (2, 9) else 1.0 * t, 20.0) for t in range(12)})
-    ranks = [t for t in plan.issue_order if t in (2, 3, 8, 9)]
-    assert {frozenset(ranks[:2]), frozenset(ranks[2:])} == {frozenset((2, 3)), frozenset((8, 9))}
-    mixed = plan.replace(issue_order=tuple(sorted(plan.issue_order, key=lambda t: {3: 100, 8: 101}.get(t, t))))
+    plan = lower(g, Schedule((((1, 3, 5), (7, 9, 11)), ((0, 2, 4, 6), (8, 10, 12)))), device=CPU,
+                 timeline={t: (10.0 if t in (3, 10) else 1.0 * t, 20.0) for t in range(13)})
+    ranks = [t for t in plan.issue_order if t in (3, 4, 9, 10)]
+    assert {frozenset(ranks[:2]), frozenset(ranks[2:])} == {frozenset((3, 4)), frozenset((9, 10))}
+    mixed = plan.replace(issue_order=tuple(sorted(plan.issue_order, key=lambda t: {4: 100, 9: 101}.get(t, t))))
     with pytest.raises(PlanError, match=r"issue_order meets collective groups 'g' and 'h' in one order on device 0 "
                                         r"and in the other on device 1"):
         verify_plan(mixed)
@@ -212,16 +227,16 @@ def test_a_collective_on_one_device_or_fed_from_elsewhere_is_refused(tmp_path: P
     g = all_reduced(tmp_path)
     with pytest.raises(PlanError, match=r"collective group 'g' runs rank 0 on device 0, rank 1 on device 0: its "
                                         r"ranks must run on distinct devices"):
-        lower(g, Schedule((((0, 2, 3, 4, 5),), ((1,),))), device=CPU)
-    with pytest.raises(PlanError, match=r"input 1 \('t/g_neg_out'\) of task 2 \(t:g_sum0\) is produced by task 1 "
+        lower(g, Schedule((((1, 3, 4, 5, 6),), ((0, 2),))), device=CPU)
+    with pytest.raises(PlanError, match=r"input 1 \('t/g_neg_out'\) of task 3 \(t:g_sum0\) is produced by task 2 "
                                         r"\(t:g_neg\) on device 0, but rank 1 runs on device 1"):
-        lower(g, Schedule((((0, 1, 2, 4),), ((3, 5),))), device=CPU)
+        lower(g, Schedule((((0, 1, 2, 3, 5),), ((4, 6),))), device=CPU)
 
 
 def test_an_incomplete_group_is_refused_on_load(tmp_path: Path) -> None:
-    plan = lower(all_reduced(tmp_path), Schedule((((0, 2, 4),), ((1, 3, 5),))), device=CPU)
+    plan = lower(all_reduced(tmp_path), RANKED, device=CPU)
     with pytest.raises(PlanError, match=r"collective group 'g' of world 2 has ranks \[0\]; it needs each of 0..1"):
-        check_plan(plan.replace(comms=plan.comms[:1]))
+        check_plan(plan.replace(comms=plan.comms[:2]))
 
 
 # ------------------------------------------------------------------ files and code
@@ -256,7 +271,7 @@ def test_emitted_module_has_a_section_per_rank(tmp_path: Path) -> None:
 
 
 def test_emitted_collective_names_its_group(tmp_path: Path) -> None:
-    plan = lower(all_reduced(tmp_path), Schedule((((0, 2, 4),), ((1, 3, 5),))), device=CPU)
+    plan = lower(all_reduced(tmp_path), RANKED, device=CPU)
     assert "#   all_reduce group g, rank 1 of devices 0, 1: waits for every rank" in emit_python(plan)
 
 

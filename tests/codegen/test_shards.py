@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from plan_graphs import on_slot
 from safetensors.numpy import load_file
 
 from cosched.cli import main
@@ -113,7 +114,7 @@ def with_transfer(graph: Graph) -> Graph:
     transfer = Op("a/move_h", "Transfer", "a", (h,), (moved,), frozen_mapping({"src": 0, "dst": 1}),
                   domain="cosched", opset=1)
     bias = a_ops[1].replace(inputs=(moved, *a_ops[1].inputs[1:]))
-    ops = (a_ops[0], transfer, bias, a_ops[2])
+    ops = tuple(on_slot(op, slot) for op, slot in zip((a_ops[0], transfer, bias, a_ops[2]), (0, 1, 1, 1), strict=True))
     info = graph.tensor(h)
     tensors = {**graph.tensors, moved: TensorInfo(moved, info.shape, info.dtype, "a")}
     tasks = tuple(Task(i, op.tenant, (op.name,), op.name.split("/")[1]) for i, op in enumerate(ops))
