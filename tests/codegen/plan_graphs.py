@@ -27,6 +27,14 @@ def on_slot(op: Op, slot: int | None) -> Op:
     return op.replace(shard=slot) if SHARDED_IR and slot is not None else op
 
 
+def task_of(task_id: int, ops: Sequence[Op], name: str) -> Task:
+    """A task running ``ops`` (of one tenant), on their shard slot where the IR records slots."""
+    names = tuple(op.name for op in ops)
+    if SHARDED_IR:
+        return Task(task_id, ops[0].tenant, names, name, ops[0].shard)  # type: ignore[call-arg, attr-defined]
+    return Task(task_id, ops[0].tenant, names, name)
+
+
 class Builder:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -79,9 +87,10 @@ class Builder:
                 t, str(model), "0" * 64, frozen_mapping({"": 18}),
                 tuple(self.inputs[t]), tuple(self.outputs.get(t, ())), batch=1,
             ))
-        tasks = [Task(i, op.tenant, (op.name,), op.name.split("/", 1)[1]) for i, op in enumerate(self.ops)]
+        tasks = [task_of(i, [op], op.name.split("/", 1)[1]) for i, op in enumerate(self.ops)]
         if groups is not None:
-            tasks = [Task(i, names[0].split("/")[0], tuple(names), "+".join(n.split("/")[1] for n in names))
+            by_name = {op.name: op for op in self.ops}
+            tasks = [task_of(i, [by_name[n] for n in names], "+".join(n.split("/")[1] for n in names))
                      for i, names in enumerate(groups)]
         return Graph(
             tenants=tuple(tenants), ops=tuple(self.ops), tensors=frozen_mapping(self.tensors),

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from plan_graphs import on_slot
+from plan_graphs import on_slot, task_of
 from safetensors.numpy import load_file
 
 from cosched.cli import main
@@ -17,7 +17,7 @@ from cosched.codegen import emit_python, graph_for_plan, load_plan, lower, save_
 from cosched.codegen.plan import load_device_weights
 from cosched.errors import PlanError
 from cosched.ir import load_models
-from cosched.ir.graph import Graph, Op, Task, TensorInfo, frozen_mapping
+from cosched.ir.graph import Graph, Op, TensorInfo, frozen_mapping
 from cosched.ir.onnx_import import read_weights
 from cosched.search.schedule import Schedule
 
@@ -117,7 +117,7 @@ def with_transfer(graph: Graph) -> Graph:
     ops = tuple(on_slot(op, slot) for op, slot in zip((a_ops[0], transfer, bias, a_ops[2]), (0, 1, 1, 1), strict=True))
     info = graph.tensor(h)
     tensors = {**graph.tensors, moved: TensorInfo(moved, info.shape, info.dtype, "a")}
-    tasks = tuple(Task(i, op.tenant, (op.name,), op.name.split("/")[1]) for i, op in enumerate(ops))
+    tasks = tuple(task_of(i, [op], op.name.split("/")[1]) for i, op in enumerate(ops))
     return graph.replace(ops=ops, tensors=frozen_mapping(tensors), tasks=tasks).verify()
 
 
