@@ -141,7 +141,8 @@ class CompiledPlan:
         """Write plan.json, plan_module.py, the models (or references) and report.json as
         the directory ``directory``, replacing it whole (see :func:`cosched.codegen.save_plan`)."""
         path = save_plan(self.plan, directory, copy_models=copy_models, module_source=emit_python(self.plan),
-                         extra_files={"report.json": json.dumps(self.report(), indent=2) + "\n"})
+                         extra_files={"report.json": json.dumps(self.report(), indent=2) + "\n"},
+                         graph=self.graph)
         self.directory = Path(directory)
         return path
 

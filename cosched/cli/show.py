@@ -82,8 +82,22 @@ def summarize(plan: Any, saved: dict[str, Any]) -> dict[str, Any]:
             for sid, tasks in stream_tasks.items()
         },
     }
+    if plan.devices:
+        summary["devices"] = [_device_summary(plan, d) for d in plan.devices]
+        summary["comms"] = dict(Counter(c.op for c in plan.comms))
     summary |= {k: saved[k] for k in ("compile_s", "cost_model", "trials", "slo", "measured") if k in saved}
     return summary
+
+
+def _device_summary(plan: Any, d: Any) -> dict[str, Any]:
+    """One rank of a multi-device plan: its device, streams, weights and memory."""
+    return {
+        "rank": d.rank, "device": d.label, "name": d.name,
+        "streams": [s.id for s in plan.streams if s.device == d.rank],
+        "weights": len(d.weights), "weight_bytes": d.weight_bytes, "weights_file": d.weights_file,
+        "peak_activation_bytes": d.peak_activation_bytes, "cap_bytes": d.cap_bytes,
+        "memory_bytes": d.memory_bytes,
+    }
 
 
 def _by_tenant(counts: Counter[str], tenants: tuple[str, ...]) -> dict[str, int]:
@@ -117,6 +131,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     medians = summary.get("measured", {}).get("median_ms", {})
     if medians:
         lines.append("measured (median): " + ", ".join(f"{k} {v:.3f} ms" for k, v in medians.items()))
+    if "devices" in summary:
+        comms = ", ".join(f"{n} {op}" for op, n in summary["comms"].items()) or "none"
+        lines.append(f"devices    {len(summary['devices'])} ranks; communication tasks: {comms}")
+        for d in summary["devices"]:
+            shard = f", {d['weights_file']}" if d["weights_file"] else ""
+            limit = f", cap {d['cap_bytes']}" if d["cap_bytes"] is not None else ""
+            lines.append(f"  rank {d['rank']}  {d['device']}  streams {', '.join(map(str, d['streams'])) or '-'}; "
+                         f"{d['weights']} weights ({d['weight_bytes']} bytes{shard}); peak activations "
+                         f"{d['peak_activation_bytes']} bytes{limit}")
     lines.append("streams:")
     for sid, info in summary["per_stream"].items():
         mix = ", ".join(f"{t} {n}" for t, n in info["tenants"].items())

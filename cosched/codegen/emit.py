@@ -10,6 +10,13 @@ these functions to the runtime's executor (:meth:`cosched.runtime.executor.Execu
 whose CPU worker threads call the stream functions and whose CUDA backend calls ``issue``:
 the module is the plan spelled out, and runs through the same machines as the plan itself.
 
+A multi-device plan (schema version 2) is written as one section per device (rank): its
+stream functions, ``issue_rank_<d>(m)`` with its steps in issue order (``m.send`` posts a
+Transfer's input to its peer device; a collective's rank is an ``m.run`` whose comment names
+its group and peers), and ``RANKS`` mapping each rank to its device, streams, issue function
+and weight shard. It shows each rank's program; running it takes the distributed runtime,
+one process per device, so it has no ``run`` function.
+
 Generated code is safe to read and to import: names taken from models and files (tenants,
 ops, tensors) appear only inside comments, with every character that could end a comment
 escaped, and inside string literals written by :func:`repr`; nothing from a model becomes
@@ -45,6 +52,8 @@ def emit_python(plan: Plan) -> str:
     events = {e.id: e for e in plan.events}
     stream_of = plan.stream_of_task()
     writer = _Writer(plan, specs, events, stream_of, segments(plan))
+    if plan.devices:
+        return _emit_ranks(plan, writer)
     lines = [_header(plan), "", "from __future__ import annotations", "",
              "from cosched.runtime.executor import Executor",
              "from cosched.runtime.program import PlanProgram", ""]
@@ -68,6 +77,40 @@ def emit_python(plan: Plan) -> str:
         ")",
     ]
     lines += _FOOTER.splitlines()
+    return "\n".join(lines) + "\n"
+
+
+def _emit_ranks(plan: Plan, writer: _Writer) -> str:
+    """A multi-device plan's module: one section per rank (see the module docstring)."""
+    lines = [_header(plan), "", "from __future__ import annotations"]
+    sequence = issue_steps(plan)
+    per_stream = stream_steps(plan)
+    device_of_stream = {s.id: s.device for s in plan.streams}
+    for d in plan.devices:
+        streams = [s for s in plan.streams if s.device == d.rank]
+        weights = (f"{len(d.weights)} weight(s), {d.weight_bytes} bytes, from {safe_text(d.shard_file)}"
+                   if d.shard_file else f"{len(d.weights)} weight(s), {d.weight_bytes} bytes")
+        cap = f", cap {d.cap_bytes} bytes" if d.cap_bytes is not None else ""
+        lines += ["", "", f"# {'=' * 76}",
+                  f"# rank {d.rank}: {d.label} ({safe_text(d.name or '?')}), streams "
+                  f"{', '.join(str(s.id) for s in streams) or 'none'}",
+                  f"# {weights}; peak activations {d.peak_activation_bytes} bytes{cap}",
+                  f"# {'=' * 76}"]
+        for s in streams:
+            steps = per_stream[s.id]
+            lines += ["", "", f"def stream_{s.id}(m):",
+                      f'    """Stream {s.id} of rank {d.rank} (priority {s.priority}): {len(s.tasks)} tasks."""']
+            lines += [line for step in steps for line in writer.lines(step)] or ["    pass"]
+        lines += ["", "", f"def issue_rank_{d.rank}(m):",
+                  f'    """Rank {d.rank}\'s steps in the order its host thread issues them (CUDA)."""']
+        mine = [step for step in sequence if device_of_stream[step.stream] == d.rank]
+        lines += [line for step in mine for line in writer.lines(step, issue=True)] or ["    pass"]
+    lines += ["", "", "RANKS = {"]
+    for d in plan.devices:
+        functions = "".join(f"stream_{s.id}, " for s in plan.streams if s.device == d.rank)
+        lines.append(f"    {d.rank}: {{'device': {d.label!r}, 'streams': ({functions}), "
+                     f"'issue': issue_rank_{d.rank}, 'weights': {d.shard_file!r}}},")
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -98,6 +141,7 @@ class _Writer:
         self.events = events
         self.stream_of = stream_of
         self.segment_of = {t: seg for seg in runs for t in seg}
+        self.comms = {c.task: c for c in plan.comms}
 
     def lines(self, step: Step, issue: bool = False) -> list[str]:
         s = int(step.stream)
@@ -113,6 +157,10 @@ class _Writer:
         if step.op == "free":
             names = tuple(str(n) for n in step.tensors)
             return [_line(f"m.free({s}, {names!r})", "last use")]
+        if step.op == "send":
+            task = int(step.task)  # type: ignore[arg-type]
+            return [_line(f"m.send({s}, {task}, {int(step.peer)})",  # type: ignore[arg-type]
+                          f"input of transfer task {task} to device {int(step.peer)}")]  # type: ignore[arg-type]
         return self._run_lines(s, int(step.task), issue)  # type: ignore[arg-type]
 
     def _run_lines(self, stream: int, task_id: int, issue: bool) -> list[str]:
@@ -123,6 +171,13 @@ class _Writer:
         lines = [f"    # task {task_id}{on} · tenant {safe_text(task.tenant)} · "
                  f"{safe_text(task.name or task.ops[0])}{predicted} · {self._provider(task)}"]
         lines += [f"    #   {safe_text(name)}" for name in task.ops]
+        comm = self.comms.get(task_id)
+        if comm is not None and comm.op == "transfer":
+            lines.append(f"    #   receives from device {int(comm.peers[0])}" if comm.peers[0] != comm.peers[1]
+                         else "    #   source and destination on this device: a local copy")
+        elif comm is not None:
+            lines.append(f"    #   {comm.op} group {safe_text(comm.group)}, rank {int(comm.rank or 0)} of devices "
+                         f"{', '.join(str(int(p)) for p in comm.peers)}: waits for every rank")
         lines.append(f"    m.run({stream}, {task_id})")
         return lines
 
@@ -144,6 +199,18 @@ def _header(plan: Plan) -> str:
     predicted = plan.predicted_ms.get("plan")
     makespan = f" Predicted makespan {float(predicted):.3f} ms." if predicted is not None else ""
     tenants = ", ".join(safe_text(t) for t in plan.tenants)
+    if plan.devices:
+        return (
+            f'"""cosched plan for tenants {tenants} on {len(plan.devices)} {safe_text(plan.device_kind)} '
+            f"devices ({', '.join(d.label for d in plan.devices)}): {len(plan.streams)} streams, "
+            f"{len(plan.tasks)} tasks, {len(plan.events)} events, {len(plan.comms)} communication tasks."
+            f"{makespan}\n\n"
+            f"Generated by cosched.codegen.emit from a {safe_text(plan.schedule_method or 'given')} "
+            "schedule; regenerate it rather than editing. Names from the models appear only in\n"
+            "comments (escaped) and string literals.\n"
+            "One section per rank shows that device's program; running it takes the distributed\n"
+            'runtime (one process per device), which executes the plan itself."""'
+        )
     return (
         f'"""cosched plan for tenants {tenants} on {safe_text(plan.device_kind)} '
         f"({safe_text(plan.device.get('name', '?'))}): {len(plan.streams)} streams, "

@@ -7,6 +7,12 @@ which come from the referenced ONNX files. A plan directory holds::
     plan_module.py   the generated straight-line Python program (see cosched.codegen.emit)
     models/          copies of the source ONNX files, unless the plan was saved with
                      copy_models=False; then plan.json references the original absolute paths
+    weights/         a multi-device plan only: device<rank>.safetensors per device, exactly
+                     the weights that device's tasks read (slices of the initializers for a
+                     split tenant), bound by sha256 like the models
+
+The shards are safetensors files: memory-mapped, no pickle, readable from torch and numpy
+alike, so a rank loads its own weights and nothing else (:func:`load_device_weights`).
 
 The plan value, its JSON form and the schema are :mod:`cosched.codegen.planformat`'s; this
 module re-exports them, so ``cosched.codegen.plan`` stays the one place to import the plan
@@ -25,6 +31,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,8 @@ from cosched.codegen.planformat import (
     SCHEMA_VERSION,
     Binding,
     Buffer,
+    CommTask,
+    DeviceEntry,
     Event,
     ImportOptions,
     Instruction,
@@ -41,11 +50,14 @@ from cosched.codegen.planformat import (
     Plan,
     StreamPlan,
     TaskSpec,
+    WeightSpec,
     plan_from_json,
     plan_schema,
     plan_to_json,
 )
+from cosched.codegen.planmulti import SHARD_FILE
 from cosched.errors import ConfigError, DeviceError, PlanError
+from cosched.ir.graph import Graph
 from cosched.paths import check_writable_parent
 
 __all__ = [
@@ -54,6 +66,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Binding",
     "Buffer",
+    "CommTask",
+    "DeviceEntry",
     "Event",
     "ImportOptions",
     "Instruction",
@@ -61,7 +75,9 @@ __all__ = [
     "Plan",
     "StreamPlan",
     "TaskSpec",
+    "WeightSpec",
     "check_plan_dir",
+    "load_device_weights",
     "load_plan",
     "plan_from_json",
     "plan_schema",
@@ -84,7 +100,8 @@ def sha256_of(path: str | Path) -> str:
 
 
 def save_plan(plan: Plan, directory: str | Path, *, copy_models: bool = True,
-              module_source: str | None = None, extra_files: Mapping[str, str] | None = None) -> Path:
+              module_source: str | None = None, extra_files: Mapping[str, str] | None = None,
+              graph: Graph | None = None) -> Path:
     """Write ``plan`` as the directory ``directory``; returns the path of plan.json.
 
     With ``copy_models`` the source ONNX files are copied to ``models/<tenant>.onnx`` and
@@ -96,6 +113,10 @@ def save_plan(plan: Plan, directory: str | Path, *, copy_models: bool = True,
     it whole, so a plan directory is complete or absent, never half-written (a full disk
     leaves the old one, if any), and holds no stale files of an earlier plan. An existing
     ``directory`` must be empty or a plan directory (see :func:`check_plan_dir`).
+
+    A multi-device plan also gets ``weights/device<rank>.safetensors`` per device holding
+    weights, read from ``graph`` (the graph the plan was lowered from, required then), and
+    plan.json records each shard's path and sha256.
     """
     out = check_plan_dir(directory)
     sources = []
@@ -110,6 +131,8 @@ def save_plan(plan: Plan, directory: str | Path, *, copy_models: bool = True,
     except OSError as exc:
         raise PlanError(f"plan directory {out}: cannot write there ({_reason(exc)})") from None
     try:
+        if plan.devices:
+            plan = _write_shards(plan, staging, graph)
         data = _write_plan_files(plan, staging, sources, copy_models, module_source, extra_files or {})
         plan_from_json(data, out / PLAN_FILE)  # what cannot be loaded back is not saved
         _swap(staging, out)
@@ -162,6 +185,82 @@ def _write_plan_files(plan: Plan, out: Path, sources: list[tuple[ModelRef, Path]
     return data
 
 
+def _write_shards(plan: Plan, out: Path, graph: Graph | None) -> Plan:
+    """Each device's weights as ``weights/device<rank>.safetensors``; the plan naming them."""
+    from safetensors.numpy import save_file
+
+    from cosched.ir.onnx_import import read_weights
+
+    if graph is None and any(d.weights for d in plan.devices):
+        raise PlanError("saving a multi-device plan writes each device's weights, read through the graph it "
+                        "was lowered from: pass graph= (cosched.codegen.graph_for_plan(plan) rebuilds it)")
+    cache: dict[str, dict[str, Any]] = {}
+    entries = []
+    for d in plan.devices:
+        if not d.weights:
+            entries.append(replace(d, weights_file=None, weights_sha256=None))
+            continue
+        assert graph is not None
+        tenants = {graph.tensor(w.tensor).tenant for w in d.weights}
+        cache = {t: v for t, v in cache.items() if t in tenants}  # one device's tenants in memory at most
+        tensors = {}
+        for w in d.weights:
+            tenant = graph.tensor(w.tensor).tenant
+            if tenant not in cache:
+                cache[tenant] = read_weights(graph, tenant)
+            value = cache[tenant].get(w.tensor)
+            if value is None or tuple(value.shape) != tuple(w.shape) or value.dtype.name != w.dtype:
+                got = "nothing" if value is None else f"{list(value.shape)} {value.dtype.name}"
+                raise PlanError(f"device {d.label}: weight {w.tensor!r} of tenant {tenant!r} should be "
+                                f"{list(w.shape)} {w.dtype}, but the model holds {got}; recompile the plan")
+            tensors[w.tensor] = value if value.flags.c_contiguous else value.copy(order="C")
+        name = SHARD_FILE.format(rank=d.rank)
+        path = out / name
+        path.parent.mkdir(exist_ok=True)
+        save_file(tensors, str(path), metadata={"cosched_rank": str(d.rank), "device": d.label})
+        entries.append(replace(d, weights_file=name, weights_sha256=sha256_of(path)))
+    return plan.replace(devices=tuple(entries))
+
+
+def load_device_weights(plan: Plan, rank: int) -> dict[str, Any]:
+    """The weights device ``rank`` of a saved multi-device plan holds (tensor name -> numpy
+    array), read from its shard alone; :class:`PlanError` if the shard is missing, changed or
+    holds other tensors than the plan lists."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not 0 <= rank < len(plan.devices):
+        raise PlanError(f"the plan has no device of rank {rank} (ranks 0..{len(plan.devices) - 1})")
+    entry = plan.devices[rank]
+    if not entry.weights:
+        return {}
+    path = _shard_path(plan, rank)
+    try:
+        values = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise PlanError(f"device {entry.label}: weight shard {path} cannot be read ({exc})") from None
+    want = {w.tensor: w for w in entry.weights}
+    if set(values) != set(want):
+        raise PlanError(f"device {entry.label}: weight shard {path} holds {sorted(values)[:5]}, the plan lists "
+                        f"{sorted(want)[:5]}; recompile the plan")
+    for name, value in values.items():
+        if tuple(value.shape) != tuple(want[name].shape) or value.dtype.name != want[name].dtype:
+            raise PlanError(f"device {entry.label}: weight {name!r} in {path} is {list(value.shape)} "
+                            f"{value.dtype.name}, the plan says {list(want[name].shape)} {want[name].dtype}")
+    return values
+
+
+def _shard_path(plan: Plan, rank: int) -> Path:
+    entry = plan.devices[rank]
+    if entry.weights_file is None:
+        raise PlanError(f"device {entry.label} holds {len(entry.weights)} weight(s) but the plan names no "
+                        "weight shard: save the plan (cosched.codegen.save_plan) before loading its weights")
+    path = Path(entry.weights_file)
+    if not path.is_absolute() and plan.base_dir is not None:
+        path = Path(plan.base_dir) / path
+    return path
+
+
 def _swap(staging: Path, out: Path) -> None:
     """Put ``staging`` where ``out`` is, by renames: the old directory moves aside first and
     comes back if the second rename fails."""
@@ -209,7 +308,21 @@ def load_plan(directory: str | Path, *, device_kind: str | None = None) -> Plan:
         )
     for ref in plan.models:
         _check_model(plan, ref, path)
+    for d in plan.devices:
+        if d.weights:
+            _check_shard(plan, d.rank, path)
     return plan
+
+
+def _check_shard(plan: Plan, rank: int, plan_path: Path) -> None:
+    shard = _shard_path(plan, rank)
+    label = plan.devices[rank].label
+    if not shard.is_file():
+        raise PlanError(f"{plan_path}: weight shard of device {label} not found at {shard}")
+    found = sha256_of(shard)
+    if found != plan.devices[rank].weights_sha256:
+        raise PlanError(f"{plan_path}: weight shard {shard} of device {label} has sha256 {found}, but the "
+                        f"plan was saved with sha256 {plan.devices[rank].weights_sha256}; recompile the plan")
 
 
 def _check_model(plan: Plan, ref: ModelRef, plan_path: Path) -> None:

@@ -3,16 +3,19 @@
 :func:`check_plan` is what :func:`cosched.codegen.plan.load_plan` runs after the JSON
 Schema: every id names something the plan has, events are recorded where they say, buffer
 sizes match their shapes, and :func:`~cosched.codegen.verify.verify_plan` proves the streams
-race-free. Kept apart from the plan value and its (de)serialisation in ``planformat.py``.
+race-free. A multi-device plan (schema version 2) also has its devices numbered by rank with
+weights and memory within their caps, its events recorded and waited on one device, every
+send matched to a Transfer between two devices, and every collective group complete over
+distinct devices. Kept apart from the plan value and its (de)serialisation in ``planformat.py``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from cosched.codegen.planformat import Plan
+from cosched.codegen.planformat import CommTask, Plan
 from cosched.codegen.verify import verify_plan
 from cosched.errors import PlanError
 
@@ -34,6 +37,9 @@ def check_plan(plan: Plan, where: str | Path = "plan") -> Plan:
         _check_tasks(plan)
         _check_events(plan)
         _check_buffers(plan)
+        if plan.schema_version > 1:
+            _check_devices(plan)
+            _check_comms(plan)
         verify_plan(plan)
     except PlanError as exc:
         raise PlanError(f"{where}: {exc}") from None
@@ -110,6 +116,8 @@ def _check_events(plan: Plan) -> None:
                     waiters.setdefault(e, set()).add(ins.task)  # type: ignore[arg-type]
                 pending = []
                 continue
+            if ins.op == "send":  # checked against the transfers by _check_comms
+                continue
             if ins.event is None or not 0 <= ins.event < len(ids):
                 raise PlanError(f"streams[{s.id}].instructions[{k}]: {ins.op}s event {ins.event}, but "
                                 f"events lists {len(ids)} event(s)")
@@ -161,3 +169,98 @@ def _check_dtype(dtype: str, label: str) -> int:
         return int(np.dtype(dtype).itemsize)
     except TypeError:
         raise PlanError(f"{label}: dtype {dtype!r} is not a numpy dtype name") from None
+
+
+def _check_devices(plan: Plan) -> None:
+    ranks = [d.rank for d in plan.devices]
+    if ranks != list(range(len(ranks))):
+        raise PlanError(f"devices: ranks must be 0..{len(ranks) - 1} in order, got {ranks}")
+    labels = [d.label for d in plan.devices]
+    if len(set(labels)) != len(labels):
+        raise PlanError(f"devices: {labels} name a device twice; each rank needs a device of its own")
+    for s in plan.streams:
+        if s.device >= len(ranks):
+            raise PlanError(f"streams[{s.id}]: runs on device {s.device}, but devices lists ranks {ranks}")
+    for d in plan.devices:
+        label = f"devices[{d.rank}] ({d.label})"
+        if d.kind != plan.device_kind:
+            raise PlanError(f"{label}: kind {d.kind!r}, but the plan is compiled for {plan.device_kind!r} devices")
+        for w in d.weights:
+            expected = math.prod(w.shape) * _check_dtype(w.dtype, f"{label} weight {w.tensor!r}")
+            if w.nbytes != expected:
+                raise PlanError(f"{label}: weight {w.tensor!r} has nbytes {w.nbytes}, but shape "
+                                f"{list(w.shape)} of {w.dtype} holds {expected} bytes")
+        total = sum(w.nbytes for w in d.weights)
+        if d.weight_bytes != total:
+            raise PlanError(f"{label}: weight_bytes is {d.weight_bytes}, but its weights hold {total} bytes")
+        limit = d.limit_bytes
+        if limit is not None and d.needed_bytes > limit:
+            raise PlanError(f"{label}: needs {d.needed_bytes} bytes ({d.weight_bytes} of weights + "
+                            f"{d.peak_activation_bytes} of activations), over its limit of {limit} bytes")
+        if (d.weights_file is None) != (d.weights_sha256 is None):
+            raise PlanError(f"{label}: weights_file and weights_sha256 must be given together")
+        if d.weights_file is not None and (PurePosixPath(d.weights_file).is_absolute()
+                                           or ".." in PurePosixPath(d.weights_file).parts):
+            raise PlanError(f"{label}: weights_file {d.weights_file!r} must be a path inside the plan directory")
+    device_of_stream = {s.id: s.device for s in plan.streams}
+    device_of_task = plan.device_of_task()
+    for e in plan.events:
+        for waiter in e.waiters:
+            if device_of_task.get(waiter) != device_of_stream.get(e.stream):
+                raise PlanError(f"events[{e.id}]: recorded on stream {e.stream} of device "
+                                f"{device_of_stream.get(e.stream)}, but waited on by task {waiter} of device "
+                                f"{device_of_task.get(waiter)}; events order tasks of one device only")
+
+
+def _check_comms(plan: Plan) -> None:
+    device = plan.device_of_task()
+    comms = {}
+    groups: dict[str, list[CommTask]] = {}
+    for i, c in enumerate(plan.comms):
+        label = f"comms[{i}] (task {c.task})"
+        if c.task in comms:
+            raise PlanError(f"{label}: task {c.task} is listed twice")
+        if c.task not in device:
+            raise PlanError(f"{label}: names none of the plan's tasks")
+        if any(p >= len(plan.devices) for p in c.peers):
+            raise PlanError(f"{label}: peers {list(c.peers)} name devices the plan does not list")
+        comms[c.task] = c
+        if c.op == "transfer":
+            if len(c.peers) != 2 or c.peers[1] != device[c.task]:
+                raise PlanError(f"{label}: a transfer's peers are (source, destination) and it runs on its "
+                                f"destination, device {device[c.task]}; got peers {list(c.peers)}")
+        else:
+            groups.setdefault(c.group, []).append(c)
+    sent: dict[int, int] = {}
+    for s in plan.streams:
+        for k, ins in enumerate(s.instructions):
+            if ins.op != "send":
+                continue
+            where = f"streams[{s.id}].instructions[{k}]"
+            transfer = comms.get(ins.task)  # type: ignore[arg-type]
+            if transfer is None or transfer.op != "transfer":
+                raise PlanError(f"{where}: sends for task {ins.task}, which is no transfer of the plan")
+            if (s.device, ins.peer) != transfer.peers or transfer.peers[0] == transfer.peers[1]:
+                raise PlanError(f"{where}: sends task {ins.task}'s input from device {s.device} to {ins.peer}, "
+                                f"but the transfer's peers are {list(transfer.peers)}")
+            if ins.task in sent:
+                raise PlanError(f"{where}: task {ins.task}'s input is already sent on stream {sent[ins.task]}")
+            sent[ins.task] = s.id  # type: ignore[index]
+    for c in comms.values():
+        if c.op == "transfer" and c.peers[0] != c.peers[1] and c.task not in sent:
+            raise PlanError(f"transfer task {c.task} moves a tensor from device {c.peers[0]} to {c.peers[1]}, "
+                            "but no stream sends it")
+    for name, members in groups.items():
+        world = len(members[0].peers)
+        ranks = sorted(m.rank for m in members if m.rank is not None)
+        if ranks != list(range(world)) or len(members) != world:
+            raise PlanError(f"collective group {name!r} of world {world} has ranks {ranks}; it needs each "
+                            f"of 0..{world - 1} once")
+        if len(set(members[0].peers)) != world:
+            raise PlanError(f"collective group {name!r} runs on devices {list(members[0].peers)}; its ranks "
+                            "need distinct devices")
+        for m in members:
+            if (m.op, m.peers) != (members[0].op, members[0].peers) or device[m.task] != m.peers[m.rank]:  # type: ignore[index]
+                raise PlanError(f"collective group {name!r}: task {m.task} ({m.op}, rank {m.rank}, peers "
+                                f"{list(m.peers)}) runs on device {device[m.task]} and disagrees with its "
+                                f"group ({members[0].op}, peers {list(members[0].peers)})")

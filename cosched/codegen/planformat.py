@@ -14,11 +14,21 @@ test fails when it is stale. Regenerate it with::
 
     python -c "from cosched.codegen.planformat import schema_text; print(schema_text(), end='')" > cosched/codegen/plan.schema.json
 
-Every plan written so far has ``schema_version`` 1. A field added within a version has a
-default, and a plan written before the field existed loads with it (tasks without
-``provider`` run on ``"torch"``). A change that old plans cannot meet by defaults bumps the
-version and adds, in :func:`plan_from_json`, an upgrade of the previous version's document
-run before validation, so every earlier version keeps loading.
+A one-device plan is written as ``schema_version`` 1, exactly as before multi-device plans
+existed; a plan over several devices (or one whose tenants are split,
+:mod:`cosched.ir.sharding`) is version 2 (:data:`SCHEMA_VERSION`), which adds three fields to
+version 1: ``devices`` (one :class:`DeviceEntry` per rank: which device, its memory cap, the
+weights it holds and their shard file), ``comms`` (one :class:`CommTask` per communication
+task, with its peers) and ``splits`` (the split specs applied to the imported graph), plus
+the ``send`` instruction. ``device`` stays in version 2 as the spec of the hardware kind every
+rank is (what the cost model and the device fingerprint bind the plan to); the entries say
+which device each rank is. A version 1 document loads with those fields empty, and may not
+have them.
+
+A field added within a version has a default, and a plan written before the field existed
+loads with it (tasks without ``provider`` run on ``"torch"``). A change that old plans cannot
+meet by defaults bumps the version and adds, in :func:`plan_from_json`, an upgrade of the
+previous version's document run before validation, so every earlier version keeps loading.
 
 Reading and writing plan directories is :mod:`cosched.codegen.plan`'s.
 """
@@ -27,7 +37,7 @@ from __future__ import annotations
 
 import json
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -37,7 +47,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
     SerializerFunctionWrapHandler,
     Strict,
     TypeAdapter,
@@ -45,9 +54,17 @@ from pydantic import (
     model_serializer,
 )
 from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
-from pydantic_core import PydanticCustomError, PydanticSerializationError, core_schema
+from pydantic_core import PydanticSerializationError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from cosched.codegen.planfields import CLOSED as _CLOSED
+from cosched.codegen.planfields import EXTRA as _EXTRA
+from cosched.codegen.planfields import Id as _Id
+from cosched.codegen.planfields import Ms as _Ms
+from cosched.codegen.planfields import Sha as _Sha
+from cosched.codegen.planfields import StoredAs as _StoredAs
+from cosched.codegen.planfields import not_stored as _not_stored
+from cosched.codegen.planmulti import CommTask, DeviceEntry, WeightSpec
 from cosched.errors import PlanError
 
 __all__ = [
@@ -55,6 +72,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Binding",
     "Buffer",
+    "CommTask",
+    "DeviceEntry",
     "Event",
     "ImportOptions",
     "Instruction",
@@ -62,55 +81,26 @@ __all__ = [
     "Plan",
     "StreamPlan",
     "TaskSpec",
+    "WeightSpec",
     "plan_from_json",
     "plan_schema",
     "plan_to_json",
     "schema_text",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The newest version: what a multi-device plan is written as."""
+ONE_DEVICE_VERSION = 1
+"""What a one-device plan without splits is written as (unchanged since version 1)."""
+READABLE_VERSIONS = (1, 2)
+_V2_FIELDS = ("devices", "comms", "splits")
+"""The fields version 2 adds; a version 1 document has none of them."""
 
 Provider = Literal["torch", "ort"]
 PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 """Who runs a task's ops: cosched's torch kernels, or onnxruntime."""
 
-InstructionOp = Literal["run", "record", "wait"]
-
-_Id = Annotated[int, Strict(), Field(ge=0)]
-"""An id, a size or a dimension: a JSON integer >= 0."""
-_Ms = Annotated[float, Strict(), Field(ge=0)]
-_CLOSED = ConfigDict(extra="forbid")
-"""Every object of the format is closed: a key it does not define is an error."""
-
-
-@dataclass(frozen=True)
-class _StoredAs:
-    """``Annotated`` metadata: the value is stored in JSON as ``form``, a type pydantic checks
-    the JSON against and describes in the schema; ``load`` turns the checked JSON into the
-    value, ``dump`` the value into JSON."""
-
-    form: Any
-    load: Callable[[Any], Any]
-    dump: Callable[[Any], Any]
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_wrap_validator_function(
-            self._validate, handler.generate_schema(self.form),
-            serialization=core_schema.plain_serializer_function_ser_schema(self.dump),
-        )
-
-    def _validate(self, value: Any, check: Callable[[Any], Any]) -> Any:
-        check(value)
-        return self.load(value)  # the JSON as read: a checked TypedDict would reorder its keys
-
-
-_EXTRA = "Extra inputs are not permitted"
-"""pydantic's message for an unknown key of a TypedDict, used for every unknown key."""
-
-
-def _not_stored(value: Any) -> Any:
-    raise PydanticCustomError("extra_forbidden", _EXTRA)
-
+InstructionOp = Literal["run", "record", "wait", "send"]
 
 # ----------------------------------------------------------- JSON-only forms
 class _RunInstruction(TypedDict):
@@ -127,6 +117,15 @@ class _SyncInstruction(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid", title="SyncInstruction")  # type: ignore[misc]
     op: Literal["record", "wait"]
     event: _Id
+
+
+class _SendInstruction(TypedDict):
+    """Post the send of a Transfer task's input to its peer device (version 2)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", title="SendInstruction")  # type: ignore[misc]
+    op: Literal["send"]
+    task: _Id
+    peer: _Id
 
 
 class _TimelineEntry(TypedDict):
@@ -149,22 +148,28 @@ class _Device(TypedDict):
 # ------------------------------------------------------------------- the plan
 @dataclass(frozen=True)
 class Instruction:
-    """``run`` a task, ``record`` an event after the previous run, or ``wait`` for one.
+    """``run`` a task, ``record`` an event after the previous run, or ``wait`` for one; in a
+    multi-device plan also ``send``: post the input of Transfer task ``task`` to device
+    ``peer`` (the rank that runs the task), without waiting for it to be received.
 
-    Stored as a ``run`` object naming a task or a ``record``/``wait`` one naming an event.
+    Stored as a ``run`` object naming a task, a ``record``/``wait`` one naming an event, or
+    a ``send`` one naming a task and its peer.
     """
 
     op: InstructionOp
     task: int | None = None
     event: int | None = None
+    peer: int | None = None
 
 
 def _instruction_json(i: Instruction) -> dict[str, Any]:
+    if i.op == "send":
+        return {"op": i.op, "task": i.task, "peer": i.peer}
     return {"op": i.op, "task": i.task} if i.op == "run" else {"op": i.op, "event": i.event}
 
 
 _StoredInstruction = Annotated[Instruction, _StoredAs(
-    Annotated[_RunInstruction | _SyncInstruction, Field(discriminator="op")],
+    Annotated[_RunInstruction | _SyncInstruction | _SendInstruction, Field(discriminator="op")],
     lambda d: Instruction(**d), _instruction_json,
 )]
 
@@ -265,7 +270,7 @@ class ModelRef:
 
     tenant: Annotated[str, Field(min_length=1)]
     path: Annotated[str, Field(min_length=1)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: _Sha
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,9 @@ class Plan:
     ] = field(default_factory=dict)
     predicted_ms: Mapping[str, _Ms] = field(default_factory=dict)
     schedule_method: str = ""
+    devices: tuple[DeviceEntry, ...] = ()
+    comms: tuple[CommTask, ...] = ()
+    splits: tuple[Mapping[str, Any], ...] = ()
     base_dir: Annotated[
         str | None, Field(exclude=True), SkipJsonSchema(), BeforeValidator(_not_stored)
     ] = field(default=None, compare=False)
@@ -323,6 +331,15 @@ class Plan:
     @property
     def device_kind(self) -> str:
         return str(self.device.get("kind", ""))
+
+    @property
+    def schema_version(self) -> int:
+        """What the plan is written as: 2 when it spans devices or applies splits, else 1."""
+        return SCHEMA_VERSION if (self.devices or self.comms or self.splits) else ONE_DEVICE_VERSION
+
+    def device_of_task(self) -> dict[int, int]:
+        """Task id -> the device (rank) of the stream that runs it."""
+        return {t: s.device for s in self.streams for t in s.tasks}
 
     def stream_of_task(self) -> dict[int, int]:
         return {t: s.id for s in self.streams for t in s.tasks}
@@ -350,28 +367,33 @@ def _adapter() -> TypeAdapter[Plan]:
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
-    """The plan as plan.json's document: JSON-ready dicts and lists, ``schema_version`` first."""
+    """The plan as plan.json's document: JSON-ready dicts and lists, ``schema_version`` first
+    (1 for a one-device plan, which then has no version 2 fields)."""
     try:
         body = _adapter().dump_python(plan, mode="json", warnings=False)
     except PydanticSerializationError as exc:
         raise PlanError(f"plan cannot be written as JSON: {exc}") from None
-    return {"schema_version": SCHEMA_VERSION, **body}
+    version = plan.schema_version
+    if version == ONE_DEVICE_VERSION:
+        body = {k: v for k, v in body.items() if k not in _V2_FIELDS}
+    return {"schema_version": version, **body}
 
 
 def plan_from_json(data: Any, where: str | Path = "plan", *, base_dir: str | None = None) -> Plan:
     """The plan in plan.json's document ``data`` (as :func:`json.loads` returns it).
 
-    Raises :class:`PlanError`, starting with ``where``, if ``data`` has another
-    ``schema_version`` or does not match the schema; the message names the first field that
-    does not, as a path like ``streams/0/instructions/3/op``. ``base_dir`` is where the plan
-    was loaded from.
+    Raises :class:`PlanError`, starting with ``where``, if ``data`` has a ``schema_version``
+    this cosched does not read or does not match the schema; the message names the first
+    field that does not, as a path like ``streams/0/instructions/3/op``. ``base_dir`` is where
+    the plan was loaded from.
     """
     version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise PlanError(
-            f"{where}: schema_version is {version!r}, this cosched reads version {SCHEMA_VERSION}; "
-            "recompile the plan with this version"
+            f"{where}: schema_version is {version!r}, this cosched reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; recompile the plan with this version"
         )
+    _check_version_fields(data, version, where)
     body = {k: v for k, v in data.items() if k != "schema_version"}
     try:
         plan = _adapter().validate_python(body)
@@ -384,6 +406,21 @@ def plan_from_json(data: Any, where: str | Path = "plan", *, base_dir: str | Non
         raise PlanError(f"{where}: plan does not match plan.schema.json at {_path(first['loc'], body)}: "
                         f"{message}{got}{more}") from None
     return replace(plan, base_dir=base_dir)
+
+
+def _check_version_fields(data: dict[str, Any], version: int, where: str | Path) -> None:
+    if version == ONE_DEVICE_VERSION:
+        extra = [k for k in _V2_FIELDS if k in data]
+        if extra:
+            raise PlanError(f"{where}: a schema_version 1 plan has {', '.join(extra)}, which version 2 "
+                            "introduced; write it as version 2")
+        if any(i.get("op") == "send" for s in data.get("streams") or () if isinstance(s, dict)
+               for i in s.get("instructions") or () if isinstance(i, dict)):
+            raise PlanError(f"{where}: a schema_version 1 plan has a send instruction, which version 2 "
+                            "introduced for multi-device plans")
+    elif not data.get("devices"):
+        raise PlanError(f"{where}: a schema_version 2 plan must list its devices (at least one); "
+                        "a one-device plan is written as version 1")
 
 
 def _path(loc: tuple[int | str, ...], data: Any) -> str:
@@ -418,12 +455,16 @@ def plan_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://cosched.dev/schemas/plan-v{SCHEMA_VERSION}.json",
         "title": "cosched plan",
-        "description": "A lowered multi-stream schedule of several ONNX models (tenants). Weights stay in "
-                       "the referenced model files.",
+        "description": "A lowered multi-stream schedule of several ONNX models (tenants), on one device "
+                       "(schema_version 1: weights stay in the referenced model files) or several "
+                       "(schema_version 2: each device's weights in its own safetensors shard).",
         "type": "object",
         "required": ["schema_version", *body["required"]],
         "additionalProperties": False,
-        "properties": {"schema_version": {"const": SCHEMA_VERSION}, **body["properties"]},
+        "properties": {"schema_version": {"enum": list(READABLE_VERSIONS)}, **body["properties"]},
+        "if": {"properties": {"schema_version": {"const": ONE_DEVICE_VERSION}}},
+        "then": {"not": {"anyOf": [{"required": [name]} for name in _V2_FIELDS]}},
+        "else": {"required": ["devices"], "properties": {"devices": {"minItems": 1}}},
         "$defs": body["$defs"],
     }
 

@@ -5,16 +5,22 @@ the recorded import options, then re-applies the plan's task partition (task id 
 names) instead of re-running fusion, so the tasks are exactly those the plan was made for.
 The plan's other fields must then agree with the models (:func:`check_against_graph`):
 input and output bindings, buffers, and the ordering of every dependency of the task DAG.
+
+A plan whose tenants are split (schema version 2) records the split specs; they are applied
+again to the re-imported graph (:func:`cosched.ir.sharding.apply_splits`) before the task
+partition, and the plan's communication tasks and per-device weights must be the graph's.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from cosched.codegen.devices import communication, device_weights
 from cosched.codegen.plan import PLAN_FILE, Binding, Plan
 from cosched.codegen.verify import verify_plan
-from cosched.errors import GraphError, PlanError
+from cosched.errors import CoschedError, GraphError, PlanError
 from cosched.ir.graph import Graph, Task
 
 __all__ = ["apply_tasks", "check_against_graph", "graph_for_plan"]
@@ -38,12 +44,32 @@ def graph_for_plan(plan: Plan) -> Graph:
             f"re-importing the plan's models gave tenants {list(graph.tenant_names)}, "
             f"the plan expects {list(plan.tenants)}"
         )
+    if plan.splits:
+        graph = _apply_splits(graph, plan)
     try:
         graph = apply_tasks(graph, plan)
     except GraphError as exc:
         raise PlanError(f"{_where(plan)}: tasks: {exc}") from None
     check_against_graph(plan, graph)
     return graph
+
+
+def _apply_splits(graph: Graph, plan: Plan) -> Graph:
+    """The plan's split specs applied to the re-imported ``graph``."""
+    tenants = sorted({str(s.get("tenant")) for s in plan.splits})
+    try:  # by name: the split passes are an IR module that a cosched may lack
+        sharding = importlib.import_module("cosched.ir.sharding")
+        apply_splits, spec_type = sharding.apply_splits, sharding.SplitSpec
+    except (ImportError, AttributeError):
+        raise PlanError(
+            f"{_where(plan)}: the plan splits tenant(s) {tenants}, but this cosched has no "
+            "cosched.ir.sharding.apply_splits to split them again; load it with the cosched that compiled it"
+        ) from None
+    try:
+        return apply_splits(graph, [spec_type.from_json(s) for s in plan.splits])
+    except CoschedError as exc:
+        raise PlanError(f"{_where(plan)}: splitting tenant(s) {tenants} again as the plan says failed: {exc}; "
+                        "recompile the plan") from None
 
 
 def check_against_graph(plan: Plan, graph: Graph) -> None:
@@ -53,6 +79,8 @@ def check_against_graph(plan: Plan, graph: Graph) -> None:
     for field_name in ("inputs", "outputs"):
         _compare_bindings(getattr(plan, field_name), _bindings(graph, field_name), f"{where}: {field_name}")
     _compare_buffers(plan, graph, where)
+    if plan.schema_version > 1:
+        _compare_devices(plan, graph, where)
     try:
         verify_plan(plan, graph)
     except PlanError as exc:
@@ -110,6 +138,25 @@ def _compare_buffers(plan: Plan, graph: Graph, where: str) -> None:
                     f"{where}: buffers[{i}] ({b.tensor!r}): {attr} is {_show(got)} in the plan, "
                     f"{_show(model)} in the model; recompile the plan"
                 )
+
+
+def _compare_devices(plan: Plan, graph: Graph, where: str) -> None:
+    """The communication tasks and each device's weights, as the graph and placement give them."""
+    device_of = plan.device_of_task()
+    try:
+        comms = communication(graph, graph.to_networkx("task"), device_of)
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc}") from None
+    if comms != plan.comms:
+        differ = sorted({c.task for c in set(comms) ^ set(plan.comms)})
+        raise PlanError(f"{where}: comms: the plan's communication tasks differ from the graph's at tasks "
+                        f"{differ[:5]}; recompile the plan")
+    for d in plan.devices:
+        expected = device_weights(graph, [t for t, dev in device_of.items() if dev == d.rank])
+        if expected != d.weights:
+            names = sorted({w.tensor for w in set(expected) ^ set(d.weights)})
+            raise PlanError(f"{where}: devices[{d.rank}] ({d.label}): its weights differ from those its tasks "
+                            f"read at {names[:5]}; recompile the plan")
 
 
 def _show(value: object) -> str:

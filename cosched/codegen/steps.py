@@ -13,6 +13,10 @@ each buffer (from the plan's buffer lifetimes), in one of two orders:
   before it and the records and frees after it on its stream; each stream's own order is
   kept. A sequence in which some wait would come before its record is refused.
 
+In a multi-device plan a ``send`` step follows the run of the task producing the tensor
+it sends, in the run's chunk; each device (rank) issues the steps of its own streams, in the
+order they have in the one sequence.
+
 Nothing is re-derived or dropped: each instruction of the plan is one step in each order.
 The runtime's backends interpret these steps (:mod:`cosched.runtime.machine`), and the
 generated module (:mod:`cosched.codegen.emit`) is the same steps written out as calls.
@@ -28,18 +32,20 @@ from cosched.errors import PlanError
 
 __all__ = ["Step", "StepOp", "frees_after", "issue_steps", "segments", "stream_steps"]
 
-StepOp = Literal["run", "record", "wait", "free"]
+StepOp = Literal["run", "record", "wait", "free", "send"]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step on ``stream``: run ``task``, record or wait for ``event``, or free ``tensors``."""
+    """One step on ``stream``: run ``task``, record or wait for ``event``, free ``tensors``,
+    or (a multi-device plan) send the input of transfer ``task`` to device ``peer``."""
 
     stream: int
     op: StepOp
     task: int | None = None
     event: int | None = None
     tensors: tuple[str, ...] = ()
+    peer: int | None = None
 
 
 def frees_after(plan: Plan) -> dict[int, tuple[str, ...]]:
@@ -63,6 +69,8 @@ def stream_steps(plan: Plan) -> tuple[tuple[Step, ...], ...]:
                 steps.append(Step(s.id, "run", task=ins.task))
                 if ins.task in frees:
                     steps.append(Step(s.id, "free", task=ins.task, tensors=frees[ins.task]))  # type: ignore[index]
+            elif ins.op == "send":
+                steps.append(Step(s.id, "send", task=ins.task, peer=ins.peer))
             else:
                 steps.append(Step(s.id, ins.op, event=ins.event))
         out.append(tuple(steps))

@@ -66,15 +66,17 @@ class Executor:
         tune_malloc: bool = True,
         providers: str | None = None,
     ) -> None:
+        devices = sorted({s.device for s in plan.streams})
+        if plan.devices or len(devices) != 1:
+            labels = [d.label for d in plan.devices] or devices
+            raise DeviceError(
+                f"the plan runs on {len(labels)} devices ({', '.join(map(str, labels))}); a multi-device plan "
+                "needs the distributed runtime (one process per device), and Executor runs one-device plans only"
+            )
         self.plan: Plan | None = plan
         self.graph = graph if graph is not None else graph_for_plan(plan)
         verify_plan(plan, self.graph)
         kind = plan.device_kind if backend == "auto" else backend
-        devices = sorted({s.device for s in plan.streams})
-        if len(devices) != 1:
-            raise DeviceError(
-                f"plan spans devices {devices}; multi-device plans run under the distributed runner"
-            )
         index = int(plan.device.get("index", 0))
         self._start(plan_program(plan), kind, index, threads_per_stream=threads_per_stream,
                     wait_timeout_s=wait_timeout_s, delay=delay, cuda_graph=cuda_graph,
