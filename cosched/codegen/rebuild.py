@@ -176,5 +176,6 @@ def apply_tasks(graph: Graph, plan: Plan) -> Graph:
     unplanned = sorted(known - planned)
     if unplanned:
         raise PlanError(f"the re-imported graph has ops no plan task runs: {unplanned[:5]}; recompile the plan")
-    tasks = tuple(Task(t.id, t.tenant, t.ops, t.name) for t in plan.tasks)
+    ops = {op.name: op for op in graph.ops}
+    tasks = tuple(Task(t.id, t.tenant, t.ops, t.name, ops[t.ops[0]].shard) for t in plan.tasks)
     return graph.replace(tasks=tasks).verify()

@@ -21,6 +21,7 @@ spec (the search prices every device with one cost model).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +64,11 @@ def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str,
         specs = [dataclasses.replace(base, index=i) for _, i in parsed]
     elif kind == "cpu":
         whole = DeviceSpec.detect("cpu")
-        n = len(names)
-        if n > whole.cores:
-            raise ConfigError(f"devices: {n} CPU ranks on a machine of {whole.cores} cores; give at most "
-                              f"{whole.cores} (each rank needs a core of its own)")
-        specs = [dataclasses.replace(whole, cores=max(1, whole.cores // n), memory_bytes=whole.memory_bytes // n,
+        n, cores = len(names), _cores()
+        if n > cores:
+            raise ConfigError(f"devices: {n} CPU ranks on a machine of {cores} cores; give at most "
+                              f"{cores} (each rank needs a core of its own)")
+        specs = [dataclasses.replace(whole, cores=max(1, cores // n), memory_bytes=whole.memory_bytes // n,
                                      name=f"{whole.name} (rank {i} of {n})", index=i) for _, i in parsed]
     else:
         specs = [DeviceSpec.detect(name) for name in names]
@@ -84,6 +85,14 @@ def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str,
                               f"({format_bytes(spec.memory_bytes)})")
         targets.append(Target(name, spec, int(cap)))
     return tuple(targets)
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity), whatever torch's thread count is now."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _caps(names: Sequence[str], memory_cap: str | int | Mapping[str, str | int] | None) -> dict[str, int]:
