@@ -17,17 +17,20 @@ import cosched.calibration as calibration
 from cosched.codegen import graph_for_plan, load_plan, lower
 from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import DeviceSpec
-from cosched.costmodel.select import resolve_cost_model
+from cosched.costmodel.select import resolve_comm_model, resolve_cost_model
 from cosched.costmodel.targets import Target, resolve_targets
 from cosched.errors import ConfigError
 from cosched.execution.bindings import random_inputs
 from cosched.execution.kernels import check_supported
 from cosched.execution.ort import available as ort_available
 from cosched.ir import analyse, fuse, load_models
+from cosched.ir.graph import Graph
+from cosched.ir.sharding import SplitSpec, apply_splits
 from cosched.options import DEFAULTS, CompileOptions
 from cosched.runtime.memory import check_fits, device_memory
-from cosched.search import CostTable, optimize
-from cosched.search.multidevice import optimize_devices
+from cosched.search import CostTable, SearchConfig, optimize
+from cosched.search.multidevice import DeviceSearchResult, Variant, optimize_splits
+from cosched.search.splitting import split_choices
 
 __all__ = ["compile", "load"]
 
@@ -54,25 +57,29 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     targets = _targets(options)                                   # the devices of a multi-device plan
     spec = targets[0].spec if targets else DeviceSpec.detect(options.device)  # what we compile for
     provider = _provider(options.provider, spec)                  # who runs the tasks
-    graph = load_models(models, names=options.names, batch=options.batch, input_shapes=options.input_shapes)
+    imported = load_models(models, names=options.names, batch=options.batch, input_shapes=options.input_shapes)
     if not targets:
-        check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
-    check_supported(graph.ops)                                    # a plan that could never run
-    _check_slo_tenants(options.slo_ms, graph.tenant_names)        # before any profiling
-    graph = analyse(fuse(graph))                                  # tasks, then their costs (each verifies its result)
+        check_fits(imported, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
+    check_supported(imported.ops)                                 # a plan that could never run
+    _check_slo_tenants(options.slo_ms, imported.tenant_names)     # before any profiling
+    graph = analyse(fuse(imported))                               # tasks, then their costs (each verifies its result)
     model = resolve_cost_model(options.cost_model, spec, graph, options.profile_budget_s, options.progress)
     runtime = calibration.runtime_costs(spec, model)              # dispatch, waits, threads
     measured, cuts = calibration.in_situ(graph, spec, options.in_situ, provider)  # task latencies in context
     table = CostTable(graph, model, runtime=runtime, in_situ=measured, boundaries=cuts)
     timer = calibration.schedule_timer(graph, spec, random_inputs(graph)) if options.measure else None
-    result = (optimize(table, config, timer) if not targets       # search; finalists measured
-              else optimize_devices(table, [t.cap_bytes for t in targets], [t.name for t in targets], config))
+    if targets:                                                   # splits, placement, each device's streams
+        result = _place(imported, table, targets, options, config)
+        graph = result.variant.table.graph
+    else:
+        result = optimize(table, config, timer)                   # search; finalists measured
     predicted = {"plan": result.sim.makespan} | {
         b.name.replace("-", "_"): b.sim.makespan for b in result.baselines
     }
     plan = lower(                                                 # streams, events, buffers
         graph, result.schedule, device=spec, timeline=result.sim,
         latency_critical=tuple(options.slo_ms), predicted_ms=predicted, provider=provider,
+        **_device_sections(result, targets),
     )
     seconds = time.perf_counter() - started
     log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
@@ -87,6 +94,36 @@ def _targets(options: CompileOptions) -> tuple[Target, ...]:
         raise ConfigError("measure times finalists on one device; it is not available with devices (a multi-device "
                           "plan runs on the distributed runtime)")
     return resolve_targets(options.devices, options.memory_cap, options.device_spec)
+
+
+def _place(imported: Graph, table: CostTable, targets: Sequence[Target], options: CompileOptions,
+           config: SearchConfig) -> DeviceSearchResult:
+    """The multi-device search: tenants that fit no device are split (each choice's graph fused,
+    analysed and costed once, its communication priced by the measured model), and splits,
+    placement and every device's streams are searched together."""
+    caps, names = [t.cap_bytes for t in targets], [t.name for t in targets]
+    choices = split_choices(imported, caps, names)
+    comm = (resolve_comm_model(options.comm_model, targets[0].spec, len(targets), options.profile_budget_s,
+                               options.progress) if choices else None)
+
+    def build(splits: tuple[SplitSpec, ...]) -> Variant:
+        if not splits:
+            return Variant((), table)
+        split = analyse(fuse(apply_splits(imported, splits)))
+        latency = {task.id: comm.predict_op_ms(split, split.op(task.ops[0]))  # type: ignore[union-attr]
+                   for task in split.tasks if split.op(task.ops[0]).is_comm}
+        return Variant(splits, CostTable(split, table.model, runtime=table.runtime), latency)
+
+    return optimize_splits(build, choices, caps, names, config)
+
+
+def _device_sections(result: Any, targets: Sequence[Target]) -> dict[str, Any]:
+    """The devices and splits a multi-device plan records (nothing for one device)."""
+    if not targets:
+        return {}
+    devices = [{"kind": t.spec.kind, "index": t.spec.index, "name": t.name, "memory_bytes": t.spec.memory_bytes,
+                "cap_bytes": t.cap_bytes} for t in targets]
+    return {"devices": devices, "splits": result.variant.splits}
 
 
 def _options(options: Any, overrides: Mapping[str, Any]) -> CompileOptions:

@@ -105,6 +105,11 @@ class CompileOptions:
     memory_cap: str | int | Mapping[str, str | int] | None = None
     """The memory each device of ``devices`` may use: one size for all (``"2GB"``,
     ``"512MiB"``, bytes) or device -> size; by default each device's memory."""
+    comm_model: str | Path = "auto"
+    """What prices the communication of tenants split over ``devices``: ``"auto"`` (the
+    measurement in this device's profile store, made once when missing and the profile budget
+    allows; :func:`cosched.costmodel.select.resolve_comm_model`), a ``comm.json``, or a
+    directory written by ``cosched profile --comm``."""
     device_spec: str | Path | None = None
     """A device spec JSON (:meth:`cosched.costmodel.DeviceSpec.save`) used for every device of
     ``devices``: to plan ahead of time for hardware this machine does not have."""

@@ -37,7 +37,7 @@ def test_each_device_runs_its_tenants_within_its_cap(models: list[Path]) -> None
     ({"devices": ["cpu:0", "cpu:1"], "memory_cap": "lots"}, "memory_cap"),
     ({"devices": "cpu:0,cpu:1"}, "devices"),
     ({"devices": ["cpu:0", "cpu:1"], "measure": True}, "measure"),
-    ({"devices": ["cpu:0", "cpu:1"], "memory_cap": "100KB"}, r"tenant '\w+' needs .* caps cpu:0"),
+    ({"devices": ["cpu:0", "cpu:1"], "memory_cap": "100KB"}, r"tenant '\w+' needs .*caps cpu:0 97\.66 KiB.* no split over up to 2 devices fits"),
 ])
 def test_bad_device_options_are_named(models: list[Path], options: dict, match: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError, match=match):
@@ -53,3 +53,38 @@ def test_cli_devices_and_memory_cap(models: list[Path], tmp_path: Path, capsys: 
     report = json.loads(capsys.readouterr().out)
     assert report["multi_device"]["caps_bytes"] == [40 * 10**6, 30 * 10**6]
     assert {s["device"] for s in json.loads((out / "plan.json").read_text())["streams"]} <= {0, 1}
+
+
+@pytest.fixture(scope="module")
+def link(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A communication model of a link never measured (no profiling in the test)."""
+    from cosched.costmodel.comm import CommModel
+
+    path = tmp_path_factory.mktemp("comm") / "comm.json"
+    CommModel.from_link("gloo", "test-link", latency_s=50e-6, bandwidth=1e9).save(path)
+    return path
+
+
+def test_a_tenant_larger_than_the_cap_is_split_and_computes_the_same(models: list[Path], link: Path,
+                                                                      tmp_path: Path) -> None:
+    from cosched.execution.compare import compare_outputs
+    from cosched.ir import load_models
+    from cosched.runtime import SequentialExecutor
+    from cosched.search.placement import footprints
+
+    models, names = models[1:], NAMES[1:]  # bert, mobilenet_v2, dlrm: bert fits no device whole
+    prints = footprints(load_models(models, names=names))
+    biggest = max(prints.values(), key=lambda f: f.total_bytes)
+    cap = int(max(biggest.total_bytes * 0.8, 0.65 * sum(f.total_bytes for f in prints.values())))
+    plan = cosched.compile(models, names=names, cost_model="roofline", trials=6, devices=["cpu:0", "cpu:1"],
+                           memory_cap=cap, comm_model=str(link))
+    report = plan.report()["multi_device"]
+    assert [s["tenant"] for s in report["splits"]] == [biggest.unit[0]]
+    assert all(m <= cap for m in report["plan"]["memory_bytes"])
+    assert len(plan.plan.devices) == 2 and plan.plan.splits
+    feeds = plan.inputs(seed=1)
+    whole = SequentialExecutor(load_models(models, names=names)).run(feeds)
+    assert compare_outputs(SequentialExecutor(plan.graph).run(feeds), whole).agrees(1e-5)
+    plan.save(tmp_path / "plan")
+    loaded = cosched.load(tmp_path / "plan")
+    assert loaded.plan.splits == plan.plan.splits and len(loaded.graph.tasks) == len(plan.graph.tasks)

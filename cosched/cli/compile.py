@@ -23,7 +23,7 @@ FLAGS = {
     "interference_threshold": "--interference-threshold", "best_effort": "--best-effort", "study": "--study",
     "profile_budget_s": "--profile-budget", "measure": "--measure", "in_situ": "--no-in-situ",
     "provider": "--provider", "progress": "--quiet", "devices": "--devices", "memory_cap": "--memory-cap",
-    "device_spec": "--device-spec",
+    "device_spec": "--device-spec", "comm_model": "--comm-model",
 }
 
 EPILOG = """\
@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--memory-cap", metavar="SIZE|DEV=SIZE,...",
                         help="memory each device may use, e.g. 2GB or 512MiB for all, or cuda:0=16GB,cuda:1=8GB "
                              "(default: each device's memory)")
+    parser.add_argument("--comm-model", default=DEFAULTS.comm_model, metavar="auto|FILE|DIR",
+                        help="what prices the communication of split tenants: auto (default: this device's "
+                             "measurement, made once when missing), a comm.json, or DIR from cosched profile --comm")
     parser.add_argument("--device-spec", metavar="SPEC.json",
                         help="plan for devices this machine lacks: a device spec (DeviceSpec JSON) for every "
                              "device of --devices")
@@ -123,7 +126,7 @@ def options_from_args(args: argparse.Namespace) -> CompileOptions:
             interference_threshold=args.interference_threshold, best_effort=args.best_effort,
             study=args.study, profile_budget_s=args.profile_budget_s, measure=args.measure, in_situ=args.in_situ,
             provider=args.provider, progress=not args.quiet, devices=_devices(args.devices),
-            memory_cap=_memory_cap(args.memory_cap), device_spec=args.device_spec,
+            memory_cap=_memory_cap(args.memory_cap), device_spec=args.device_spec, comm_model=args.comm_model,
         )
     except OptionError as exc:
         raise ConfigError(exc.worded(_flag(exc, args), exc.see and FLAGS[exc.see])) from None

@@ -53,7 +53,7 @@ from cosched.codegen.plan import (
 from cosched.codegen.sync import SyncPlan, plan_sync
 from cosched.codegen.verify import verify_plan
 from cosched.errors import PlanError
-from cosched.ir.graph import Graph
+from cosched.ir.graph import Graph, Task
 from cosched.search.schedule import Schedule
 
 __all__ = ["SyncPlan", "buffer_lifetimes", "issue_order", "lower", "plan_sync"]
@@ -120,7 +120,7 @@ def lower(
         device=_device_dict(device),
         models=_model_refs(graph),
         import_options=import_options or _default_import_options(graph),
-        tasks=tuple(TaskSpec(t.id, t.tenant, t.name, t.ops, provider) for t in graph.tasks),
+        tasks=tuple(TaskSpec(t.id, t.tenant, t.name, t.ops, _provider_of(graph, t, provider)) for t in graph.tasks),
         streams=tuple(stream_plans),
         events=events,
         buffers=buffers,
@@ -157,6 +157,12 @@ def _stream_plans(graph: Graph, flat: Sequence[tuple[int, Sequence[int]]], sync:
         urgent = any(graph.task(t).tenant in critical for t in tasks)
         out.append(StreamPlan(sid, dev, tuple(instructions), -1 if urgent else 0))
     return out
+
+
+def _provider_of(graph: Graph, task: Task, provider: str) -> str:
+    """``provider``, except for a communication task: torch.distributed runs those (the
+    registry's kernels in one process), never an onnxruntime session."""
+    return "torch" if any(graph.op(name).is_comm for name in task.ops) else provider
 
 
 def _device_entries(graph: Graph, device_of: Mapping[int, int], buffers: Sequence[Buffer],

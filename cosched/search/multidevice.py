@@ -19,6 +19,7 @@ round per the longest time any device is busy in a round.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -156,17 +157,21 @@ def optimize_splits(build: Build, choices: Mapping[str, Sequence[SplitSpec]], ca
     if len(caps) != len(names) or len(caps) < 2:
         raise ConfigError(f"a multi-device search needs two or more devices with a cap each; got {list(names)}")
     tenants = sorted(choices)
-    searches: dict[tuple[int, ...], _Search] = {}
+    searches: dict[tuple[int, ...], _Search | ConfigError] = {}
 
-    def search_of(picked: tuple[int, ...]) -> _Search:
+    def search_of(picked: tuple[int, ...]) -> _Search | ConfigError:
+        """The search inside one choice of splits, or why that choice cannot fit."""
         if picked not in searches:
             variant = build(tuple(choices[t][i] for t, i in zip(tenants, picked, strict=True)))
             prints = footprints(variant.table.graph, variant.table.latency)
-            check_fits(prints, caps, names, variant.table.graph)
-            searches[picked] = _Search(variant, prints, tuple(caps), config)
+            try:
+                check_fits(prints, caps, names, variant.table.graph)
+                searches[picked] = _Search(variant, prints, tuple(caps), config)
+            except ConfigError as exc:
+                searches[picked] = exc
         return searches[picked]
 
-    first = search_of((0,) * len(tenants))
+    first = _first_feasible(search_of, [len(choices[t]) for t in tenants])
     baselines = first.baselines()
     study = _study(search_of, tenants, choices, first, config)
     candidates = [b for b in baselines if b.fits] + _finalists(study, search_of, tenants, config)
@@ -187,7 +192,7 @@ def optimize_splits(build: Build, choices: Mapping[str, Sequence[SplitSpec]], ca
                               study.study_name if study is not None and config.storage else None, config.threshold)
 
 
-def _study(search_of: Callable[[tuple[int, ...]], _Search], tenants: Sequence[str],
+def _study(search_of: Callable[[tuple[int, ...]], _Search | ConfigError], tenants: Sequence[str],
            choices: Mapping[str, Sequence[SplitSpec]], first: _Search, config: SearchConfig) -> optuna.Study | None:
     if not config.trials:
         return None
@@ -202,7 +207,10 @@ def _study(search_of: Callable[[tuple[int, ...]], _Search], tenants: Sequence[st
 
     def objective(trial: optuna.Trial) -> float:
         picked = tuple(trial.suggest_int(f"split_{i}", 0, len(choices[t]) - 1) for i, t in enumerate(tenants))
-        c = search_of(picked).trial(trial)
+        search = search_of(picked)
+        if isinstance(search, ConfigError):
+            raise optuna.TrialPruned(str(search))
+        c = search.trial(trial)
         trial.set_user_attr("rank", [c.excess, c.slo_excess])
         return c.sim.makespan + 1e6 * (c.excess + c.slo_excess)
 
@@ -219,7 +227,7 @@ def _study(search_of: Callable[[tuple[int, ...]], _Search], tenants: Sequence[st
     return study
 
 
-def _finalists(study: optuna.Study | None, search_of: Callable[[tuple[int, ...]], _Search],
+def _finalists(study: optuna.Study | None, search_of: Callable[[tuple[int, ...]], _Search | ConfigError],
                tenants: Sequence[str], config: SearchConfig) -> list[DeviceCandidate]:
     if study is None:
         return []
@@ -227,8 +235,8 @@ def _finalists(study: optuna.Study | None, search_of: Callable[[tuple[int, ...]]
     done.sort(key=lambda t: (t.value, t.number))
     out = []
     for trial in done[: max(1, config.top_k)]:
-        picked = tuple(int(trial.params[f"split_{i}"]) for i in range(len(tenants)))
-        c = search_of(picked).replay(trial.params, trial.number)
+        search = search_of(tuple(int(trial.params[f"split_{i}"]) for i in range(len(tenants))))
+        c = None if isinstance(search, ConfigError) else search.replay(trial.params, trial.number)
         if c is not None and c.fits:
             out.append(c)
     return out
@@ -306,6 +314,20 @@ class _Search:
         c = self.candidate("optuna-tpe", placement, knobs_from_params(params, len(self.table.tenants),
                                                                       self.config.threshold))
         return replace(c, name=f"trial {number}", schedule=c.schedule.with_method("optuna-tpe", trial=number))
+
+
+def _first_feasible(search_of: Callable[[tuple[int, ...]], _Search | ConfigError], counts: Sequence[int],
+                    tries: int = 64) -> _Search:
+    """The search of the first choice of splits (in order: smallest worlds first) that can fit
+    the caps at all; the reason of the first choice when none of the first ``tries`` can."""
+    reason = None
+    for picked in itertools.islice(itertools.product(*(range(n) for n in counts)), tries):
+        search = search_of(picked)
+        if not isinstance(search, ConfigError):
+            return search
+        reason = reason or search
+    assert reason is not None
+    raise reason
 
 
 def _rank(c: DeviceCandidate) -> tuple[float, float, float]:
