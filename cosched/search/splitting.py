@@ -2,9 +2,10 @@
 
 A tenant that fits no device whole (its footprint, :func:`~cosched.search.placement.footprints`,
 is larger than the largest cap) must be split. :func:`split_choices` lists, for each such
-tenant, every split of :func:`cosched.ir.sharding.split_options` over 2 .. ``len(caps)``
-shards whose every shard fits the largest cap; the search picks among them (see
-:func:`cosched.search.multidevice.optimize_devices`). Tenants that fit whole are placed
+tenant, every split of :func:`cosched.ir.sharding.split_options` whose every shard fits the
+largest cap, over the smallest number of shards at which one fits and one more (more shards
+only add communication); the search picks among them (see
+:func:`cosched.search.multidevice.optimize_splits`). Tenants that fit whole are placed
 whole: splitting them would only add communication.
 """
 
@@ -31,14 +32,17 @@ def split_choices(graph: Graph, caps: Sequence[int], names: Sequence[str]) -> di
     for (tenant, _), fp in whole.items():
         if fp.total_bytes <= largest:
             continue
-        fitting, smallest = [], fp.total_bytes
+        fitting, smallest, first_world = [], fp.total_bytes, None
         for world in range(2, len(caps) + 1):
+            if first_world is not None and world > first_world + 1:
+                break  # more shards than the smallest that fit, plus one, only add communication
             for spec in split_options(graph, tenant, world):
                 shards = [p for (t, _), p in footprints(apply_splits(graph, [spec])).items() if t == tenant]
                 biggest = max(p.total_bytes for p in shards)
                 smallest = min(smallest, biggest)
                 if biggest <= largest:
                     fitting.append(spec)
+                    first_world = first_world or world
         if not fitting:
             caps_text = ", ".join(f"{n} {format_bytes(c)}" for n, c in zip(names, caps, strict=True))
             raise ConfigError(
