@@ -47,7 +47,7 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     """
     options = _options(options, overrides)                        # checked before any work
     _check_models(models)
-    started = time.perf_counter()
+    stages = _StageTimer()                                        # wall time per stage, for the report
     config = options.search_config()                              # the search's own, checked too
     spec = DeviceSpec.detect(options.device)                      # what we compile for
     provider = _provider(options.provider, spec)                  # who runs the tasks
@@ -55,13 +55,18 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     check_fits(graph, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
     check_supported(graph.ops)                                    # a plan that could never run
     _check_slo_tenants(options.slo_ms, graph.tenant_names)        # before any profiling
+    stages.lap("import")
     graph = analyse(fuse(graph))                                  # tasks, then their costs (each verifies its result)
+    stages.lap("analysis")
     model = resolve_cost_model(options.cost_model, spec, graph, options.profile_budget_s, options.progress)
+    stages.lap("cost_model")
     runtime = calibration.runtime_costs(spec, model)              # dispatch, waits, threads
     measured, cuts = calibration.in_situ(graph, spec, options.in_situ, provider)  # task latencies in context
     table = CostTable(graph, model, runtime=runtime, in_situ=measured, boundaries=cuts)
     timer = calibration.schedule_timer(graph, spec, random_inputs(graph)) if options.measure else None
+    stages.lap("calibration")
     result = optimize(table, config, timer)                       # search; finalists measured
+    stages.lap("search")
     predicted = {"plan": result.sim.makespan} | {
         b.name.replace("-", "_"): b.sim.makespan for b in result.baselines
     }
@@ -69,9 +74,28 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
         graph, result.schedule, device=spec, timeline=result.sim,
         latency_critical=tuple(options.slo_ms), predicted_ms=predicted, provider=provider,
     )
-    seconds = time.perf_counter() - started
-    log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
-    return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=seconds)
+    stages.lap("lowering")
+    log.info("compiled %d tenants, %d tasks in %.1f s (%s)", len(graph.tenants), len(graph.tasks), stages.total,
+             ", ".join(f"{name} {s:.1f} s" for name, s in stages.laps.items()))
+    return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=stages.total,
+                        stages_s=stages.laps)
+
+
+class _StageTimer:
+    """Wall seconds of each stage of :func:`compile`: :meth:`lap` closes the stage since the last."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return self.last - self.started
 
 
 def _options(options: Any, overrides: Mapping[str, Any]) -> CompileOptions:
