@@ -20,6 +20,7 @@ memory-bound task barely slow each other.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,19 +100,37 @@ class RooflineModel(CostModel):
 
     def __init__(self, device: DeviceSpec) -> None:
         self.device = device
+        # Each task's demand, per graph (graphs are immutable values): the search asks for
+        # millions of slowdowns of a few thousand tasks, and summing a task's op costs again
+        # for every one of them was most of a 50-tenant compile's search time.
+        self._demands: weakref.WeakKeyDictionary[Graph, dict[int, tuple[Task, Demand]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _demand(self, graph: Graph, task: Task) -> Demand:
+        """``task_demand(graph, task, self.device)``, computed once per task of a graph."""
+        cache = self._demands.get(graph)
+        if cache is None:
+            cache = self._demands[graph] = {}
+        hit = cache.get(id(task))  # keyed by identity; the entry holds the task, so its id stays its own
+        if hit is not None and hit[0] is task:
+            return hit[1]
+        value = task_demand(graph, task, self.device)
+        cache[id(task)] = (task, value)
+        return value
 
     def fit(self, records: object = None) -> RooflineModel:
         """Nothing to learn: the roofline has no parameters beyond the device spec."""
         return self
 
     def predict_task(self, graph: Graph, task: Task) -> float:
-        return task_demand(graph, task, self.device).time_s * 1e3
+        return self._demand(graph, task).time_s * 1e3
 
     def predict_slowdown(self, graph: Graph, task: Task, co_runners: Sequence[Task]) -> float:
         if not co_runners:
             return 1.0
-        others = [task_demand(graph, t, self.device) for t in co_runners]
-        return corun_slowdown(task_demand(graph, task, self.device), others)
+        others = [self._demand(graph, t) for t in co_runners]
+        return corun_slowdown(self._demand(graph, task), others)
 
     def predict_tasks(self, graph: Graph, tasks: Sequence[Task]) -> np.ndarray:
         return np.array([self.predict_task(graph, t) for t in tasks], dtype=np.float64)
