@@ -40,6 +40,7 @@ from cosched.codegen.plan import (
     sha256_of,
 )
 from cosched.errors import PlanError
+from cosched.ir.dag import transitive_reduction
 from cosched.ir.graph import Graph
 from cosched.search.schedule import Schedule
 
@@ -75,7 +76,7 @@ def plan_sync(dag: nx.DiGraph, streams: Sequence[Sequence[int]]) -> SyncPlan:
     combined.add_edges_from(dag.edges())
     for tasks in streams:
         combined.add_edges_from(pairwise(tasks))
-    reduced = nx.transitive_reduction(combined)
+    reduced = transitive_reduction(combined)
     clocks: dict[int, Clock] = {}
     waits: dict[int, tuple[int, ...]] = {}
     empty = [-1] * len(streams)

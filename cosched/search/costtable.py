@@ -17,6 +17,7 @@ import networkx as nx
 from cosched.costmodel.base import CostModel
 from cosched.costmodel.overheads import RuntimeCosts
 from cosched.errors import CostModelError, ScheduleError
+from cosched.ir.dag import transitive_reduction
 from cosched.ir.graph import Graph
 
 __all__ = ["CostTable", "Key"]
@@ -160,7 +161,7 @@ class CostTable:
         # depends on the order sets of nodes iterate in, which for str-holding tuples changes
         # with PYTHONHASHSEED, so the same compile gave other plans in other processes.
         n = self.n
-        reduction = nx.transitive_reduction(self.dag)
+        reduction = transitive_reduction(self.dag)
         bipartite = nx.Graph()
         bipartite.add_nodes_from(range(n), bipartite=0)
         bipartite.add_nodes_from(range(n, 2 * n), bipartite=1)
