@@ -207,11 +207,7 @@ class _Decoder:
         running = self.timeline.remaining
         if not running or math.isinf(guard):
             return True
-        table = self.table
-        together = frozenset(running) | {t}
-        keys = [(u, together - {u}) for u in together]
-        table.prefetch(keys)
-        return all(table.slowdown(u, co) <= guard for u, co in keys)
+        return max(self.table.slowdowns_together(frozenset(running) | {t}).values()) <= guard
 
 
 def _priorities(table: CostTable, knobs: DecoderKnobs) -> list[float]:

@@ -91,7 +91,7 @@ class Timeline:
         self.worst = [1.0] * table.n
         self.now = 0.0
         self.remaining: dict[int, float] = {}
-        self.factor: dict[int, float] = {}
+        self.factor: Mapping[int, float] = {}
         self.start = [math.nan] * table.n
         self.end = [math.nan] * table.n
         self._pairs: dict[tuple[int, int], tuple[float, float]] = {}
@@ -121,9 +121,7 @@ class Timeline:
             (t,) = running
             self.factor = {t: 1.0}
             return
-        keys = [(t, running - {t}) for t in running]
-        table.prefetch(keys)
-        self.factor = {t: table.slowdown(t, co) for t, co in keys}
+        self.factor = table.slowdowns_together(running)
         worst = self.worst
         for t, f in self.factor.items():
             if f > worst[t]:
