@@ -8,7 +8,7 @@ inputs: ResNet-50's 3-4-6-3 bottlenecks, BERT with 5 layers, Inception-v3's full
 counts, GoogLeNet's nine modules, MobileNetV2's seventeen inverted residuals), each exported
 once with the dynamo exporter, weights drawn from seed 0; tenant ``i`` is a copy of
 architecture ``i % 5`` named ``<arch>_<i>`` (the compile's cost does not depend on weight
-values). Then runs ``cosched compile`` on all of them as a user would: the CLI, in a fresh
+values): 50 tenants, 7,420 ops, 3,750 tasks after fusion. Then runs ``cosched compile`` on all of them as a user would: the CLI, in a fresh
 process, with default options except ``--cost-model roofline``, so no profiling is
 involved and the time does not depend on a profile cache (``--no-in-situ`` is passed on
 with ``--no-in-situ``; by default the tasks are timed in situ, as a user's CPU compile
