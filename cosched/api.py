@@ -52,7 +52,7 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
     """
     options = _options(options, overrides)                        # checked before any work
     _check_models(models)
-    started = time.perf_counter()
+    stages = _StageTimer()                                        # wall time per stage, for the report
     config = options.search_config()                              # the search's own, checked too
     targets = _targets(options)                                   # the devices of a multi-device plan
     spec = targets[0].spec if targets else DeviceSpec.detect(options.device)  # what we compile for
@@ -62,17 +62,22 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
         check_fits(imported, spec.memory_bytes, f"{spec.kind} ({spec.name})")  # sizes within reason
     check_supported(imported.ops)                                 # a plan that could never run
     _check_slo_tenants(options.slo_ms, imported.tenant_names)     # before any profiling
+    stages.lap("import")
     graph = analyse(fuse(imported))                               # tasks, then their costs (each verifies its result)
+    stages.lap("analysis")
     model = resolve_cost_model(options.cost_model, spec, graph, options.profile_budget_s, options.progress)
+    stages.lap("cost_model")
     runtime = calibration.runtime_costs(spec, model)              # dispatch, waits, threads
     measured, cuts = calibration.in_situ(graph, spec, options.in_situ, provider)  # task latencies in context
     table = CostTable(graph, model, runtime=runtime, in_situ=measured, boundaries=cuts)
     timer = calibration.schedule_timer(graph, spec, random_inputs(graph)) if options.measure else None
+    stages.lap("calibration")
     if targets:                                                   # splits, placement, each device's streams
         result = _place(imported, table, targets, options, config)
         graph = result.variant.table.graph
     else:
         result = optimize(table, config, timer)                   # search; finalists measured
+    stages.lap("search")
     predicted = {"plan": result.sim.makespan} | {
         b.name.replace("-", "_"): b.sim.makespan for b in result.baselines
     }
@@ -81,9 +86,28 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
         latency_critical=tuple(options.slo_ms), predicted_ms=predicted, provider=provider,
         **_device_sections(result, targets),
     )
-    seconds = time.perf_counter() - started
-    log.info("compiled %d tenants, %d tasks in %.1f s", len(graph.tenants), len(graph.tasks), seconds)
-    return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=seconds)
+    stages.lap("lowering")
+    log.info("compiled %d tenants, %d tasks in %.1f s (%s)", len(graph.tenants), len(graph.tasks), stages.total,
+             ", ".join(f"{name} {s:.1f} s" for name, s in stages.laps.items()))
+    return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=stages.total,
+                        stages_s=stages.laps)
+
+
+class _StageTimer:
+    """Wall seconds of each stage of :func:`compile`: :meth:`lap` closes the stage since the last."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return self.last - self.started
 
 
 def _targets(options: CompileOptions) -> tuple[Target, ...]:

@@ -39,12 +39,14 @@ class CompiledPlan:
     """A plan ready to run. ``search`` is the search result when compiled in this process."""
 
     def __init__(self, plan: Plan, graph: Graph, *, search: Any = None, cost_model: str = "",
-                 compile_s: float | None = None, directory: Path | None = None) -> None:
+                 compile_s: float | None = None, stages_s: Mapping[str, float] | None = None,
+                 directory: Path | None = None) -> None:
         self.plan = plan
         self.graph = graph
         self.search = search
         self.cost_model = cost_model
         self.compile_s = compile_s
+        self.stages_s = dict(stages_s or {})
         self.directory = directory
         self.measured: dict[str, Any] = {}
         #: what the last :meth:`run` found non-finite (NaN / inf), one message per tensor
@@ -159,6 +161,8 @@ class CompiledPlan:
         }
         if self.compile_s is not None:
             report["compile_s"] = self.compile_s
+        if self.stages_s:
+            report["stages_s"] = dict(self.stages_s)
         if self.cost_model:
             report["cost_model"] = self.cost_model
         if self.search is not None:

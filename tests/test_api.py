@@ -44,6 +44,13 @@ def test_report_holds_predictions_and_sizes(compiled: CompiledPlan) -> None:
     assert report["trials"] >= 5
 
 
+def test_report_times_each_stage_of_the_pipeline(compiled: CompiledPlan) -> None:
+    stages = compiled.report()["stages_s"]
+    assert list(stages) == ["import", "analysis", "cost_model", "calibration", "search", "lowering"]
+    assert all(s >= 0 for s in stages.values())
+    assert sum(stages.values()) == pytest.approx(compiled.report()["compile_s"])
+
+
 def test_plan_outputs_equal_sequential(compiled: CompiledPlan) -> None:
     inputs = compiled.inputs(seed=2)
     got, expected = compiled.run(inputs), compiled.baseline.run(inputs)

@@ -16,6 +16,8 @@ from itertools import pairwise
 
 import networkx as nx
 
+from cosched.ir.dag import transitive_reduction
+
 __all__ = ["SyncPlan", "plan_sync"]
 
 Clock = list[int]
@@ -48,7 +50,7 @@ def plan_sync(dag: nx.DiGraph, streams: Sequence[Sequence[int]]) -> SyncPlan:
     combined.add_edges_from(dag.edges())
     for tasks in streams:
         combined.add_edges_from(pairwise(tasks))
-    reduced = nx.transitive_reduction(combined)
+    reduced = transitive_reduction(combined)
     clocks: dict[int, Clock] = {}
     waits: dict[int, tuple[int, ...]] = {}
     empty = [-1] * len(streams)

@@ -20,8 +20,10 @@ memory-bound task barely slow each other.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +48,16 @@ class Demand:
     memory_s: float
     overhead_s: float
 
-    @property
+    # Cached (the value is frozen): the search reads them millions of times.
+    @cached_property
     def time_s(self) -> float:
         return max(self.compute_s, self.memory_s) + self.overhead_s
 
-    @property
+    @cached_property
     def compute_share(self) -> float:
         return self.compute_s / self.time_s if self.time_s > 0 else 0.0
 
-    @property
+    @cached_property
     def memory_share(self) -> float:
         return self.memory_s / self.time_s if self.time_s > 0 else 0.0
 
@@ -99,22 +102,48 @@ class RooflineModel(CostModel):
 
     def __init__(self, device: DeviceSpec) -> None:
         self.device = device
+        # Each task's demand, per graph (graphs are immutable values): the search asks for
+        # millions of slowdowns of a few thousand tasks, and summing a task's op costs again
+        # for every one of them was most of a 50-tenant compile's search time.
+        self._demands: weakref.WeakKeyDictionary[Graph, dict[int, tuple[Task, Demand]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _demand_of(self, graph: Graph) -> Callable[[Task], Demand]:
+        """``task -> task_demand(graph, task, self.device)``, computed once per task of ``graph``."""
+        cache = self._demands.get(graph)
+        if cache is None:
+            cache = self._demands[graph] = {}
+
+        def demand_of(task: Task) -> Demand:
+            hit = cache.get(id(task))  # by identity; the entry holds the task, so its id stays its own
+            if hit is not None and hit[0] is task:
+                return hit[1]
+            value = task_demand(graph, task, self.device)
+            cache[id(task)] = (task, value)
+            return value
+
+        return demand_of
 
     def fit(self, records: object = None) -> RooflineModel:
         """Nothing to learn: the roofline has no parameters beyond the device spec."""
         return self
 
     def predict_task(self, graph: Graph, task: Task) -> float:
-        return task_demand(graph, task, self.device).time_s * 1e3
+        return self._demand_of(graph)(task).time_s * 1e3
 
     def predict_slowdown(self, graph: Graph, task: Task, co_runners: Sequence[Task]) -> float:
-        if not co_runners:
-            return 1.0
-        others = [task_demand(graph, t, self.device) for t in co_runners]
-        return corun_slowdown(task_demand(graph, task, self.device), others)
+        return float(self.predict_slowdowns(graph, [(task, co_runners)])[0])
+
+    def predict_slowdowns(self, graph: Graph, queries: Sequence[tuple[Task, Sequence[Task]]]) -> np.ndarray:
+        demand_of = self._demand_of(graph)
+        return np.array([
+            corun_slowdown(demand_of(task), [demand_of(t) for t in co]) if co else 1.0 for task, co in queries
+        ], dtype=np.float64)
 
     def predict_tasks(self, graph: Graph, tasks: Sequence[Task]) -> np.ndarray:
-        return np.array([self.predict_task(graph, t) for t in tasks], dtype=np.float64)
+        demand_of = self._demand_of(graph)
+        return np.array([demand_of(t).time_s * 1e3 for t in tasks], dtype=np.float64)
 
     def identity(self) -> dict[str, Any]:
         """The kind and the device spec: its ceilings are all the roofline's parameters."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
+from types import MappingProxyType
 
 import networkx as nx
 
 from cosched.costmodel.base import CostModel
 from cosched.costmodel.overheads import RuntimeCosts
 from cosched.errors import CostModelError, ScheduleError
+from cosched.ir.dag import transitive_reduction
 from cosched.ir.graph import Graph
 
 __all__ = ["CostTable", "Key"]
@@ -89,6 +91,7 @@ class CostTable:
                 raise CostModelError(f"in-situ latencies at {threads} thread(s) must be {self.n} positive "
                                      f"values, one per task; got {len(values)}")
         self._slowdown: dict[Key, float] = {}
+        self._together: dict[frozenset[int], Mapping[int, float]] = {}
         self.boundaries = {int(k): {str(t): float(ms) for t, ms in v.items()} for k, v in (boundaries or {}).items()}
         for threads, per_tenant in self.boundaries.items():
             if set(per_tenant) != set(self.tenants) or not all(ms >= 0 for ms in per_tenant.values()):
@@ -160,7 +163,7 @@ class CostTable:
         # depends on the order sets of nodes iterate in, which for str-holding tuples changes
         # with PYTHONHASHSEED, so the same compile gave other plans in other processes.
         n = self.n
-        reduction = nx.transitive_reduction(self.dag)
+        reduction = transitive_reduction(self.dag)
         bipartite = nx.Graph()
         bipartite.add_nodes_from(range(n), bipartite=0)
         bipartite.add_nodes_from(range(n, 2 * n), bipartite=1)
@@ -192,6 +195,20 @@ class CostTable:
         value = self._slowdown.get(key)
         if value is None:
             value = self._predict([key])[0]
+        return value
+
+    def slowdowns_together(self, tasks: frozenset[int]) -> Mapping[int, float]:
+        """Each of ``tasks``' slowdown while all of them run together (cached per set).
+
+        The decoder's guard and the simulator ask this of the same few running sets again
+        and again (every trial replays similar timelines); one lookup of the set replaces
+        building and looking up each member's key.
+        """
+        value = self._together.get(tasks)
+        if value is None:
+            keys = [(t, tasks - {t}) for t in tasks]
+            self.prefetch(keys)
+            value = self._together[tasks] = MappingProxyType({t: self.slowdown(t, co) for t, co in keys})
         return value
 
     def prefetch(self, keys: Iterable[Key]) -> None:

@@ -267,11 +267,7 @@ class _Decoder:
         running = self._running(self.device_of[t])
         if not running:
             return True
-        table = self.table
-        together = frozenset(running) | {t}
-        keys = [(u, together - {u}) for u in together]
-        table.prefetch(keys)
-        return all(table.slowdown(u, co) <= guard for u, co in keys)
+        return max(self.table.slowdowns_together(frozenset(running) | {t}).values()) <= guard
 
 
 def _priorities(table: CostTable, knobs: DecoderKnobs) -> list[float]:

@@ -102,7 +102,7 @@ class Timeline:
         self.worst = [1.0] * table.n
         self.now = 0.0
         self.remaining: dict[int, float] = {}
-        self.factor: dict[int, float] = {}
+        self.factor: Mapping[int, float] = {}
         self.start = [math.nan] * table.n
         self.end = [math.nan] * table.n
         self._pairs: dict[tuple[int, int], tuple[float, float]] = {}
@@ -133,12 +133,16 @@ class Timeline:
             self.factor = {t: 1.0}
             return
         if self.device_of is None and not self.comm_ms:
-            keys = [(t, running - {t}) for t in running]
-        else:
-            keys = [(t, frozenset(self.co_runners(t, running))) for t in running if t not in self.comm_ms]
-        table.prefetch(keys)
-        self.factor = {t: table.slowdown(t, co) if co else 1.0 for t, co in keys}
-        self.factor.update({t: 1.0 for t in running if t in self.comm_ms})
+            self.factor = table.slowdowns_together(running)
+        else:  # interference only within a device; communication tasks take no part
+            groups: dict[int, set[int]] = {}
+            for t in running:
+                if t not in self.comm_ms:
+                    groups.setdefault(self.device_of[t] if self.device_of is not None else 0, set()).add(t)
+            factor = {t: 1.0 for t in running if t in self.comm_ms}
+            for group in groups.values():
+                factor.update(table.slowdowns_together(frozenset(group)) if len(group) > 1 else dict.fromkeys(group, 1.0))
+            self.factor = factor
         worst = self.worst
         for t, f in self.factor.items():
             if f > worst[t]:

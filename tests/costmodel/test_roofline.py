@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cosched.costmodel.roofline import Demand, RooflineModel, corun_slowdown, demand
@@ -40,3 +42,19 @@ def test_load_names_the_bad_file(tmp_path):
     (tmp_path / "roofline.json").write_text('{"schema_version": 99}')
     with pytest.raises(CostModelError, match=r"roofline\.json"):
         RooflineModel.load(tmp_path)
+
+
+def test_one_model_keeps_graphs_and_tasks_apart(make_mlp, device):
+    # The model caches each task's demand: a task with the same id in another graph, or a
+    # task rebuilt with other ops under the same id, must still be priced from its own costs.
+    narrow, wide = make_mlp((16, 32, 256)), make_mlp((16, 512, 256))
+    model = RooflineModel(device)
+    fresh = [RooflineModel(device).predict_task(g, g.tasks[1]) for g in (narrow, wide)]
+    assert [model.predict_task(g, g.tasks[1]) for g in (narrow, wide)] == fresh
+    assert fresh[0] != fresh[1]
+    first, second = narrow.tasks
+    merged = dataclasses.replace(first, ops=first.ops + second.ops)
+    assert model.predict_task(narrow, merged) == RooflineModel(device).predict_task(narrow, merged)
+    assert model.predict_task(narrow, merged) > model.predict_task(narrow, first)
+    expected = RooflineModel(device).predict_slowdown(wide, wide.tasks[1], [wide.tasks[0]])
+    assert model.predict_slowdown(wide, wide.tasks[1], [wide.tasks[0]]) == expected

@@ -102,6 +102,18 @@ def test_slowdowns_are_cached_across_simulations():
     assert table.cached_slowdowns == cached == 2
 
 
+def test_slowdowns_together_are_each_members_and_asked_once_per_set():
+    calls = []
+    table = make_table([("a", []), ("b", []), ("c", [])], [1.0, 1.0, 1.0], {(0, 1): 1.5, (1, 2): 1.2})
+    predict = table.model.predict_slowdowns
+    table.model.predict_slowdowns = lambda graph, queries: calls.append(len(queries)) or predict(graph, queries)  # type: ignore[method-assign]
+    together = table.slowdowns_together(frozenset({0, 1, 2}))
+    assert dict(together) == {0: 1.5, 1: pytest.approx(1.8), 2: 1.2}
+    assert together == {t: table.slowdown(t, frozenset({0, 1, 2}) - {t}) for t in range(3)}
+    assert table.slowdowns_together(frozenset({2, 1, 0})) is together
+    assert calls == [3]
+
+
 def test_task_graph_rejects_cross_tenant_predecessor():
     from cosched.errors import GraphError
     from cosched.ir.graph import OpCost
