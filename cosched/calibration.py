@@ -63,11 +63,14 @@ def runtime_costs(spec: DeviceSpec, model: CostModel) -> RuntimeCosts:
 
 def measure_runtime_costs(device: DeviceSpec, base_threads: int = 1, cache_dir: str | Path | None = None,
                           refresh: bool = False) -> RuntimeCosts:
-    """The runtime costs of ``device`` (cached per fingerprint; see the module docstring)."""
+    """The runtime costs of ``device`` (see the module docstring), cached per fingerprint, core
+    count and base thread count: a compile with the roofline model (every core) and one with a
+    profiled model (one thread) each keep their own, instead of re-measuring and overwriting
+    one file, which made a roofline plan depend on which compile ran last on the machine."""
     if device.kind != "cpu":
         return RuntimeCosts(device.kind, device.cores, 0.0, CUDA_WAIT_MS, float("inf"), base_threads)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "runtime-costs" / f"{device.fingerprint}-v{SCHEMA_VERSION}.json"
+    path = root / "runtime-costs" / f"{device.fingerprint}-c{device.cores}-t{base_threads}-v{SCHEMA_VERSION}.json"
     if path.exists() and not refresh:
         try:
             costs = RuntimeCosts.from_json(json.loads(path.read_text()), str(path))

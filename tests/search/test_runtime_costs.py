@@ -83,6 +83,9 @@ def test_runtime_costs_are_measured_once_and_cached(tmp_path: Path) -> None:
     assert first.dispatch_ms > 0 and first.wait_ms >= 0 and first.parallel_half_ms > 0
     assert (tmp_path / "runtime-costs").is_dir()
     assert measure_runtime_costs(spec, cache_dir=tmp_path) == first
+    other = measure_runtime_costs(spec, base_threads=spec.cores + 1, cache_dir=tmp_path)  # its own file
+    assert other.base_threads == spec.cores + 1 and len(list((tmp_path / "runtime-costs").iterdir())) == 2
+    assert measure_runtime_costs(spec, cache_dir=tmp_path) == first  # not re-measured, not overwritten
 
 
 def test_in_situ_latencies_replace_predictions_at_their_thread_count() -> None:
