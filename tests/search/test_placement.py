@@ -116,3 +116,13 @@ def test_the_search_is_reproducible_and_uses_the_devices(table: CostTable) -> No
 def test_a_mix_that_cannot_fit_is_a_clear_error(table: CostTable) -> None:
     with pytest.raises(ConfigError, match=r"tenant '\w+' needs .* more than any device may hold"):
         optimize_devices(table, [1000, 1000], ["cpu:0", "cpu:1"], SearchConfig(trials=2))
+
+
+def test_a_stored_multi_device_study_resumes(table: CostTable, tmp_path: Path) -> None:
+    config = SearchConfig(trials=6, seed=2, storage=f"sqlite:///{tmp_path / 'search.db'}")
+    first = optimize_devices(table, [10**9, 10**9], ["cpu:0", "cpu:1"], config)
+    again = optimize_devices(table, [10**9, 10**9], ["cpu:0", "cpu:1"], config)
+    assert first.study_name is not None and again.study_name == first.study_name
+    assert again.trials == first.trials + 6  # the second run added its trials to the first run's
+    other = optimize_devices(table, [10**9, 5 * 10**8], ["cpu:0", "cpu:1"], config)
+    assert other.study_name != first.study_name  # other caps: a study of its own
