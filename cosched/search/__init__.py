@@ -1,5 +1,8 @@
 """Schedule search: the schedule value, the simulator, baselines, the exact optimum and the
-Optuna-driven optimizer over a priority-list decoder.
+Optuna-driven optimizer over a priority-list decoder; for several devices, memory per device
+and placement (:mod:`~cosched.search.placement`), the splits a tenant too large for any device
+needs (:mod:`~cosched.search.splitting`) and the joint search of splits, placement and each
+device's streams (:mod:`~cosched.search.multidevice`).
 
 Layering: imports :mod:`cosched.costmodel` (latencies) and :mod:`cosched.ir`; never codegen or
 the runtime. Measuring finalists on the device is a callable passed in (``timer``), made in
