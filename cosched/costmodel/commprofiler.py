@@ -43,6 +43,7 @@ import os
 import random
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -191,12 +192,24 @@ def run_ranks(fn: Callable[..., None], world: int, args: tuple[Any, ...], *, tim
             if not shown and isinstance(exc, ProcessExitedException):  # died without raising
                 shown = f"rank {exc.error_index}: " + (f"killed by {exc.signal_name}" if exc.signal_name
                                                         else f"exited with code {exc.exit_code}")
+                shown += _script_hint()
             raise ProfileError(f"{what} on 127.0.0.1:{chosen} failed: {shown or str(exc).strip()}") from None
         finally:
             for process in context.processes:
                 if process.is_alive():
                     process.kill()
                 process.join()
+
+
+def _script_hint() -> str:
+    """Why a rank may die before it starts: spawned processes import the parent's main script,
+    and a script that calls cosched at import time (no ``if __name__ == "__main__":``) then
+    runs again in the rank and fails."""
+    main = sys.modules.get("__main__")
+    if getattr(main, "__file__", None) and getattr(main, "__spec__", None) is None:
+        return (f" before it started; ranks are spawned processes that import your script "
+                f"{main.__file__}: put its work under `if __name__ == \"__main__\":`")  # type: ignore[union-attr]
+    return ""
 
 
 def _guarded(rank: int, fn: Callable[..., None], errors_dir: str, *args: Any) -> None:

@@ -5,7 +5,9 @@ The rank bodies below are module functions so that spawned ranks can import them
 
 from __future__ import annotations
 
+import importlib.machinery
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -172,3 +174,16 @@ def test_skipped_kinds_are_logged_and_nothing_is_stored_for_them(tmp_path, monke
     assert [(r.kind, r.world) for r in records] == [("all_reduce", 2)]
     assert "gloo does not support all_to_all over 2 ranks, so it was not profiled: RuntimeError: no alltoall here" \
         in caplog.text
+
+
+def test_a_rank_that_dies_before_it_starts_points_at_an_unguarded_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from cosched.costmodel import commprofiler
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = "/home/me/run.py", None
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert "/home/me/run.py" in commprofiler._script_hint() and "__main__" in commprofiler._script_hint()
+    script.__spec__ = importlib.machinery.ModuleSpec("mypackage.cli", None)  # python -m: no re-run
+    assert commprofiler._script_hint() == ""
