@@ -117,6 +117,9 @@ def _targets(options: CompileOptions) -> tuple[Target, ...]:
     if options.measure:
         raise ConfigError("measure times finalists on one device; it is not available with devices (a multi-device "
                           "plan runs on the distributed runtime)")
+    if options.objective != "makespan":
+        raise ConfigError(f"objective {options.objective!r} is for one device; a multi-device search minimises the "
+                          "makespan under the SLOs")
     return resolve_targets(options.devices, options.memory_cap, options.device_spec)
 
 

@@ -37,6 +37,7 @@ def test_each_device_runs_its_tenants_within_its_cap(models: list[Path]) -> None
     ({"devices": ["cpu:0", "cpu:1"], "memory_cap": "lots"}, "memory_cap"),
     ({"devices": "cpu:0,cpu:1"}, "devices"),
     ({"devices": ["cpu:0", "cpu:1"], "measure": True}, "measure"),
+    ({"devices": ["cpu:0", "cpu:1"], "objective": "pareto", "slo_ms": {"bert": 5.0}}, "pareto.*one device"),
     ({"devices": ["cpu:0", "cpu:1"], "memory_cap": "100KB"}, r"tenant '\w+' needs .*caps cpu:0 97\.66 KiB.* no split over up to 2 devices fits"),
 ])
 def test_bad_device_options_are_named(models: list[Path], options: dict, match: str) -> None:  # type: ignore[type-arg]

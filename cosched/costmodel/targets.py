@@ -53,6 +53,9 @@ def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str,
         parsed = [parse_device(n) for n in names]
     except DeviceError as exc:
         raise ConfigError(f"devices: {exc}") from None
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"devices: {names} name one device twice (as {sorted(set(names))} parse to "
+                          f"{[f'{k}:{i}' for k, i in parsed]})")
     kinds = {kind for kind, _ in parsed}
     if len(kinds) > 1:
         raise ConfigError(f"devices: {names} mixes device kinds; a plan's devices are all 'cpu:<i>' or all 'cuda:<i>'")
@@ -65,6 +68,8 @@ def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str,
     elif kind == "cpu":
         whole = DeviceSpec.detect("cpu")
         n, cores = len(names), _cores()
+        if sorted(i for _, i in parsed) != list(range(n)):
+            raise ConfigError(f"devices: CPU ranks of one machine are numbered 0..{n - 1}; got {names}")
         if n > cores:
             raise ConfigError(f"devices: {n} CPU ranks on a machine of {cores} cores; give at most "
                               f"{cores} (each rank needs a core of its own)")
@@ -79,6 +84,9 @@ def resolve_targets(devices: Sequence[str], memory_cap: str | int | Mapping[str,
     for name, spec in zip(names, specs, strict=True):
         cap = caps.get(name)
         if cap is None:
+            if not spec.memory_bytes:
+                raise ConfigError(f"the memory of {name} ({spec.name}) is unknown; give it with memory_cap "
+                                  "(--memory-cap), e.g. 16GB")
             cap = spec.memory_bytes
         elif spec.memory_bytes and cap > spec.memory_bytes:
             raise ConfigError(f"memory cap of {name}: {format_bytes(cap)} is more than the device has "

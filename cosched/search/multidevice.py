@@ -27,12 +27,18 @@ from typing import Any
 
 import optuna
 
-from cosched.errors import ConfigError, SLOError
+from cosched.errors import ConfigError, CoschedError, SLOError
 from cosched.ir.sharding import SplitSpec
 from cosched.search.baselines import greedy_knobs
 from cosched.search.costtable import CostTable
 from cosched.search.decoder import DecoderKnobs, decode
-from cosched.search.optimizer import MAX_TENANT_KNOBS, SearchConfig, knobs_from_params, stream_limit
+from cosched.search.optimizer import (
+    MAX_TENANT_KNOBS,
+    SearchConfig,
+    check_slos,
+    knobs_from_params,
+    stream_limit,
+)
 from cosched.search.placement import (
     Footprint,
     PlacementKnobs,
@@ -156,28 +162,31 @@ def optimize_splits(build: Build, choices: Mapping[str, Sequence[SplitSpec]], ca
     when no candidate meets the SLOs (unless ``best_effort``)."""
     if len(caps) != len(names) or len(caps) < 2:
         raise ConfigError(f"a multi-device search needs two or more devices with a cap each; got {list(names)}")
+    if config.multi_objective:
+        raise ConfigError("a multi-device search minimises the makespan (TPE); the pareto objective is for one device")
     tenants = sorted(choices)
     searches: dict[tuple[int, ...], _Search | ConfigError] = {}
 
     def search_of(picked: tuple[int, ...]) -> _Search | ConfigError:
         """The search inside one choice of splits, or why that choice cannot fit."""
         if picked not in searches:
-            variant = build(tuple(choices[t][i] for t, i in zip(tenants, picked, strict=True)))
-            prints = footprints(variant.table.graph, variant.table.latency)
             try:
+                variant = build(tuple(choices[t][i] for t, i in zip(tenants, picked, strict=True)))
+                prints = footprints(variant.table.graph, variant.table.latency)
                 check_fits(prints, caps, names, variant.table.graph)
                 searches[picked] = _Search(variant, prints, tuple(caps), config)
-            except ConfigError as exc:
-                searches[picked] = exc
+            except CoschedError as exc:  # this choice cannot fit, or its communication cannot be priced
+                searches[picked] = exc if isinstance(exc, ConfigError) else ConfigError(str(exc))
         return searches[picked]
 
     first = _first_feasible(search_of, [len(choices[t]) for t in tenants])
+    check_slos(first.table, config)
     baselines = first.baselines()
     study = _study(search_of, tenants, choices, first, config)
     candidates = [b for b in baselines if b.fits] + _finalists(study, search_of, tenants, config)
     if not candidates:
-        raise ConfigError(f"no placement found that fits the caps {_caps(caps, names)}; raise the caps or split "
-                          "the largest tenants")
+        raise ConfigError(f"no placement found that fits the caps {_caps(caps, names)} (only tenants larger than "
+                          "every cap are split); raise the caps or add devices")
     best = min(candidates, key=_rank)
     if best.slo_excess > 0 and not config.best_effort:
         misses = ", ".join(f"{t!r} {best.sim.tenant_completion[t]:.4g} ms > {slo:.4g} ms"
@@ -252,9 +261,12 @@ class _Search:
 
     def candidate(self, name: str, placement: Mapping[Unit, int], knobs: DecoderKnobs) -> DeviceCandidate:
         graph, config = self.table.graph, self.config
-        schedule, sim = decode(self.table, knobs, method=name, record_pairs=False,
-                               device_of=task_devices(graph, placement), devices=len(self.caps),
-                               comm_ms=self.variant.comm_ms)
+        schedule, _ = decode(self.table, knobs, method=name, record_pairs=False,
+                             device_of=task_devices(graph, placement), devices=len(self.caps),
+                             comm_ms=self.variant.comm_ms)
+        # priced again with each device at its own stream count (the decoder gives every device
+        # the knob's), as its rank will run: what is ranked is what is reported
+        sim = simulate(schedule, self.table, record_pairs=False, comm_ms=self.variant.comm_ms)
         memory = device_bytes(self.prints, placement, graph, len(self.caps))
         fits = all(m <= c for m, c in zip(memory, self.caps, strict=True))
         excess = sim.excess(config.threshold) if math.isfinite(config.threshold) else 0.0

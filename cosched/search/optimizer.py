@@ -143,7 +143,7 @@ def optimize(table: CostTable, config: SearchConfig, timer: Timer | None = None)
     one is chosen. Raises
     :class:`SLOError` when no candidate meets every SLO, unless ``best_effort``.
     """
-    _check_slos(table, config)
+    check_slos(table, config)
     baselines = all_baselines(table, config.threshold)
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -175,7 +175,8 @@ def optimize(table: CostTable, config: SearchConfig, timer: Timer | None = None)
     )
 
 
-def _check_slos(table: CostTable, config: SearchConfig) -> None:
+def check_slos(table: CostTable, config: SearchConfig) -> None:
+    """SLOs name tenants of the table; multi-objective search needs one."""
     unknown = sorted(set(config.slo_ms) - set(table.tenants))
     if unknown:
         raise ConfigError(f"SLOs name unknown tenants {unknown}; tenants are {list(table.tenants)}")

@@ -91,8 +91,11 @@ def _peak_activations(graph: Graph, ops: Sequence[Op], unit: Unit, consumers: Ma
     def activation(name: str) -> bool:
         return graph.tensor(name).kind not in ("weight", "constant")
 
-    # read from outside the unit (graph inputs, transfers in): alive from the start
-    live = sum(graph.tensor(n).nbytes for n in last if n not in produced and activation(n))
+    # what other units produce never lives here: a transfer or collective that reads it holds
+    # only its own output (and a collective rank its own input); graph inputs the unit reads
+    # are alive from the start
+    remote = {n for n in last if n not in produced and graph.tensor(n).kind != "input"}
+    live = sum(graph.tensor(n).nbytes for n in last if n not in produced and n not in remote and activation(n))
     # alive to the end: tenant outputs, and tensors another unit reads
     stays = {n for n in produced if n in kept or consumers.get(n, {unit}) - {unit}}
     peak = live
@@ -100,7 +103,7 @@ def _peak_activations(graph: Graph, ops: Sequence[Op], unit: Unit, consumers: Ma
         live += sum(graph.tensor(n).nbytes for n in op.outputs if n)
         peak = max(peak, live)
         for name in {*op.inputs, *op.outputs}:
-            if name and activation(name) and last.get(name, i) == i and name not in stays:
+            if name and name not in remote and activation(name) and last.get(name, i) == i and name not in stays:
                 live -= graph.tensor(name).nbytes
     return peak
 

@@ -83,22 +83,29 @@ class SimResult:
 class Timeline:
     """Running tasks, their remaining work and rates; advances from one finish to the next."""
 
-    def __init__(self, table: CostTable, record_pairs: bool = True, streams: int = 1,
+    def __init__(self, table: CostTable, record_pairs: bool = True, streams: int | Sequence[int] = 1,
                  device_of: Sequence[int] | None = None, comm_ms: Mapping[int, float] | None = None) -> None:
-        """``streams``: compute streams per device (a task's latency is the one at the threads
-        that leaves it). ``device_of``: each task's device (default: all on one); tasks on
-        different devices never slow each other down. ``comm_ms``: latencies of the
-        communication tasks, which run on their devices' communication streams and neither
-        suffer nor inflict interference."""
+        """``streams``: compute streams of the device, or of each device (a task's latency is
+        the one at the threads its device's stream count leaves it). ``device_of``: each task's
+        device (default: all on one); tasks on different devices never slow each other down.
+        ``comm_ms``: latencies of the communication tasks, which run on their devices'
+        communication streams at exactly that latency and neither suffer nor inflict
+        interference."""
         self.table = table
         self.record_pairs = record_pairs
         self.device_of = tuple(device_of) if device_of is not None else None
         self.comm_ms = dict(comm_ms or {})
-        latency = table.latency_at(streams)
+        if isinstance(streams, int):
+            latency = table.latency_at(streams)
+            self.boundary = table.boundary_at(streams)
+        else:
+            devices = self.device_of or (0,) * table.n
+            per = {k: (table.latency_at(k), table.boundary_at(k)) for k in set(streams)}
+            latency = tuple(per[streams[devices[t]]][0][t] for t in range(table.n))
+            self.boundary = tuple(per[streams[devices[t]]][1][t] for t in range(table.n))
         if self.comm_ms:
             latency = tuple(self.comm_ms.get(t, ms) for t, ms in enumerate(latency))
         self.latency = latency
-        self.boundary = table.boundary_at(streams)
         self.worst = [1.0] * table.n
         self.now = 0.0
         self.remaining: dict[int, float] = {}
@@ -117,7 +124,10 @@ class Timeline:
         extra = self.table.wait_ms if waited else 0.0
         preds = self.table.preds
         for t in tasks:
-            self.remaining[t] = latency[t] + extra + (self.boundary[t] if cut and preds[t] else 0.0)
+            if t in self.comm_ms:  # a communication task costs what the communication model says
+                self.remaining[t] = latency[t]
+            else:
+                self.remaining[t] = latency[t] + extra + (self.boundary[t] if cut and preds[t] else 0.0)
             self.start[t] = self.now
             self._dirty = True
 
@@ -224,15 +234,14 @@ def simulate(schedule: Schedule, table: CostTable, record_pairs: bool = True,
     streams = [s for _, s in placed]
     _check_covers(schedule, streams, table.n)
     device_of: list[int] | None = None
-    per_device = len(streams)
+    per_device: int | tuple[int, ...] = len(streams)
     if len(schedule.devices) > 1 or comm:
         device_of = [0] * table.n
         for d, tasks in placed:
             for t in tasks:
                 device_of[t] = d
-        compute = [sum(1 for d2, s in placed if d2 == d and any(t not in comm for t in s))
-                   for d in range(len(schedule.devices))]
-        per_device = max(1, *compute)
+        per_device = tuple(max(1, sum(1 for d2, s in placed if d2 == d and any(t not in comm for t in s)))
+                           for d in range(len(schedule.devices)))  # each device's compute streams
     pending = [len(p) for p in table.preds]
     head = [0] * len(streams)
     busy: list[int | None] = [None] * len(streams)

@@ -53,6 +53,7 @@ def test_a_stored_spec_plans_for_gpus_this_machine_lacks(tmp_path: Path) -> None
     (["cuda:0", "cuda:1"], {"cuda:2": "1GB"}, r"cuda:2.*not among"),
     (["cuda:0", "cuda:1"], "32GB", "more than the device has"),
     (["tpu:0"], None, "not understood"),
+    (["cuda:1", "cuda:01"], None, "one device twice"),
 ])
 def test_bad_device_lists(tmp_path: Path, devices: list[str], cap: object, match: str) -> None:
     GPU.save(tmp_path / "v100.json")
@@ -62,3 +63,11 @@ def test_bad_device_lists(tmp_path: Path, devices: list[str], cap: object, match
 
 def test_format_bytes() -> None:
     assert format_bytes(3 * 2**29) == "1.50 GiB" and format_bytes(10) == "10 B"
+
+
+def test_cpu_ranks_are_numbered_from_zero_and_unknown_memory_needs_a_cap(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"numbered 0\.\.1"):
+        resolve_targets(["cpu:0", "cpu:7"], "1GB")
+    dataclasses.replace(GPU, memory_bytes=0).save(tmp_path / "unknown.json")
+    with pytest.raises(ConfigError, match=r"memory of cuda:0 .* is unknown.*--memory-cap"):
+        resolve_targets(["cuda:0", "cuda:1"], None, tmp_path / "unknown.json")

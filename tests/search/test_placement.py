@@ -126,3 +126,24 @@ def test_a_stored_multi_device_study_resumes(table: CostTable, tmp_path: Path) -
     assert again.trials == first.trials + 6  # the second run added its trials to the first run's
     other = optimize_devices(table, [10**9, 5 * 10**8], ["cpu:0", "cpu:1"], config)
     assert other.study_name != first.study_name  # other caps: a study of its own
+
+
+def test_a_shard_does_not_hold_what_other_shards_produce() -> None:
+    from cosched.ir.sharding import SplitSpec, apply_splits
+
+    graph = load_models([zoo.export("bert", size="tiny")], names=["bert"])
+    whole = footprints(graph)[("bert", None)]
+    shards = footprints(apply_splits(graph, [SplitSpec("tensor", "bert", 2)]))
+    # slot 1 runs only halves of the split ops: less than the whole tenant, though a collective
+    # rank there lists every rank's input (the others' live on their own devices)
+    assert shards[("bert", 1)].activation_bytes < whole.activation_bytes
+    assert shards[("bert", 1)].weight_bytes < whole.weight_bytes
+
+
+def test_what_is_ranked_is_what_is_reported(table: CostTable) -> None:
+    from cosched.search.simulator import simulate
+
+    result = optimize_devices(table, [10**9, 10**9], ["cpu:0", "cpu:1"], SearchConfig(trials=5, seed=4))
+    for c in (result.best, *result.baselines):
+        again = simulate(c.schedule, table, record_pairs=False)
+        assert again.makespan == pytest.approx(c.sim.makespan)
