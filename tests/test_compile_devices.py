@@ -89,3 +89,27 @@ def test_a_tenant_larger_than_the_cap_is_split_and_computes_the_same(models: lis
     plan.save(tmp_path / "plan")
     loaded = cosched.load(tmp_path / "plan")
     assert loaded.plan.splits == plan.plan.splits and len(loaded.graph.tasks) == len(plan.graph.tasks)
+
+
+def test_every_device_meets_collectives_in_one_order() -> None:
+    """Decoded with noisy priorities, a graph with many collective groups over two devices
+    still lowers: lowering refuses devices that meet collectives in different orders."""
+    from cosched.codegen import lower
+    from cosched.costmodel import DeviceSpec, RooflineModel
+    from cosched.ir import analyse, fuse, load_models
+    from cosched.ir.sharding import SplitSpec, apply_splits
+    from cosched.search import CostTable
+    from cosched.search.decoder import DecoderKnobs, decode
+
+    splits = [SplitSpec("tensor", "bert", 2), SplitSpec("embedding", "dlrm", 2, {"mode": "row"})]
+    graph = analyse(fuse(apply_splits(load_models([zoo.export(n, size="tiny") for n in ("bert", "dlrm")],
+                                                  names=["bert", "dlrm"]), splits)))
+    spec = DeviceSpec.detect("cpu")
+    table = CostTable(graph, RooflineModel(spec))
+    comm = {t.id: 0.01 for t in graph.tasks if graph.op(t.ops[0]).is_comm}
+    assert sum(graph.op(graph.task(t).ops[0]).op_type == "AllReduce" for t in comm) > 4
+    devices = [{"kind": "cpu", "index": 0}, {"kind": "cpu", "index": 1}]
+    for seed in range(8):
+        schedule, _ = decode(table, DecoderKnobs(streams=2, noise=1.0, noise_seed=seed),
+                             device_of=[t.shard or 0 for t in graph.tasks], devices=2, comm_ms=comm)
+        lower(graph, schedule, device=spec, devices=devices, splits=splits)  # raises if the orders differ

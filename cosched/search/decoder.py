@@ -114,6 +114,18 @@ class _Decoder:
         self.on_stream: list[int | None] = [None] * n_streams
         self.free_at = [0.0] * n_streams
         self.stream_of = [0] * table.n
+        # Collectives: every device must meet them in one order (NCCL's rule, and what
+        # lowering checks), so a group another device has started comes first on this device's
+        # communication stream; groups enter ``started`` in the order their first rank starts.
+        self.group_of: dict[int, str] = {}
+        if comm_ms:
+            graph = table.graph
+            for task in graph.tasks:
+                group = graph.op(task.ops[0]).attr("group") if task.id in comm_ms else None
+                if group is not None:
+                    self.group_of[task.id] = str(group)
+        self.started: list[str] = []
+        self.met = [0] * devices  # per device: how many of ``started`` it has met
 
     def run(self, method: str) -> tuple[Schedule, SimResult]:
         table, timeline = self.table, self.timeline
@@ -172,8 +184,9 @@ class _Decoder:
             for s in stale:
                 if self._lane(s) in exhausted:
                     continue
-                t = next((c for c in candidates if not self.assigned[c] and self._takes(s, c) and self._fits(c)),
-                         None)
+                owed = self._owed_collective(self.stream_device[s]) if self._lane(s)[1] else None
+                t = owed if owed is not None and owed in candidates else None if owed is not None else next(
+                    (c for c in candidates if not self.assigned[c] and self._takes(s, c) and self._fits(c)), None)
                 if t is None:
                     exhausted.add(self._lane(s))
                     continue
@@ -201,7 +214,20 @@ class _Decoder:
         best = max((-heap[0][0] for heap in self.heaps[self.stream_device[s]] if heap), default=-math.inf)
         return t if self.priority[t] + self.knobs.w_chain >= best else None
 
+    def _owed_collective(self, device: int) -> int | None:
+        """This device's rank of the earliest started collective group it has not met yet."""
+        while self.met[device] < len(self.started):
+            group = self.started[self.met[device]]
+            rank = next((u for u, g in self.group_of.items() if g == group and self.device_of[u] == device), None)
+            if rank is not None and not self.assigned[rank]:
+                return rank
+            self.met[device] += 1
+        return None
+
     def _start(self, t: int, s: int) -> None:
+        group = self.group_of.get(t)
+        if group is not None and group not in self.started:
+            self.started.append(group)
         self.assigned[t] = True
         self.on_stream[s] = t
         self.stream_of[t] = s
@@ -215,6 +241,9 @@ class _Decoder:
         scanning a bounded prefix (communication: the most urgent ready transfer or collective)."""
         device, comm = self._lane(s)
         if comm:
+            owed = self._owed_collective(device)
+            if owed is not None:
+                return owed if not self.pending[owed] else None  # wait for it: no other may pass it
             heap = self.comm_heaps[device]
             while heap and self.assigned[heap[0][1]]:
                 heapq.heappop(heap)
