@@ -118,12 +118,14 @@ class _Decoder:
         # lowering checks), so a group another device has started comes first on this device's
         # communication stream; groups enter ``started`` in the order their first rank starts.
         self.group_of: dict[int, str] = {}
+        self.rank_on: dict[tuple[str, int], int] = {}  # (group, device) -> that device's rank task
         if comm_ms:
             graph = table.graph
             for task in graph.tasks:
                 group = graph.op(task.ops[0]).attr("group") if task.id in comm_ms else None
                 if group is not None:
                     self.group_of[task.id] = str(group)
+                    self.rank_on[(str(group), self.device_of[task.id])] = task.id
         self.started: list[str] = []
         self.met = [0] * devices  # per device: how many of ``started`` it has met
 
@@ -218,7 +220,7 @@ class _Decoder:
         """This device's rank of the earliest started collective group it has not met yet."""
         while self.met[device] < len(self.started):
             group = self.started[self.met[device]]
-            rank = next((u for u, g in self.group_of.items() if g == group and self.device_of[u] == device), None)
+            rank = self.rank_on.get((group, device))
             if rank is not None and not self.assigned[rank]:
                 return rank
             self.met[device] += 1
