@@ -12,7 +12,7 @@ Public API::
 ``import cosched`` stays cheap (torch, onnx and optuna load only when the pipeline is used).
 
 Layering: lowest first, a package imports only its own and lower layers (checked by
-``tests/test_layering.py``): errors, paths, cache, sizes -> ir, ops (and zoo, viz) -> execution (how
+``tests/test_layering.py``): errors, paths, cache, sizes, files -> ir, ops (and zoo, viz) -> execution (how
 one task runs) -> costmodel -> search -> codegen -> runtime -> calibration, compiled,
 onnx_backend -> options, api (the pipeline wired) -> isolated, cli and this package.
 """

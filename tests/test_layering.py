@@ -25,7 +25,7 @@ ROOT = Path(cosched.__file__).parent
 
 #: Lowest first; a module belongs to the entry holding it or a package above it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cosched.errors", "cosched.paths", "cosched.cache", "cosched.sizes"),
+    ("cosched.errors", "cosched.paths", "cosched.cache", "cosched.sizes", "cosched.files"),
     ("cosched.ir", "cosched.ops", "cosched.zoo", "cosched.viz"),
     ("cosched.execution",),                  # how one task or segment runs
     ("cosched.costmodel",),                  # profiling and latency models

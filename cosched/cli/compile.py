@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cosched.cli.io import parse_assignments
+from cosched.files import parse_assignments
 from cosched.cli.options import add_model_options, check_model_file, parse_model_options
 from cosched.cli.show import format_predicted
 from cosched.errors import ConfigError, OptionError

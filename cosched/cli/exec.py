@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cosched.cli.io import check_output_dir, load_npz, parse_assignments, save_outputs
+from cosched.files import check_output_dir, load_npz, parse_assignments, save_outputs
 from cosched.cli.options import (
     add_model_options,
     check_model_file,

@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cosched.cli.io import check_output_dir, writing
+from cosched.files import check_output_dir, writing
 from cosched.cli.options import check_model_file
 from cosched.errors import ConfigError, CoschedError, ProfileError
 from cosched.sizes import parse_bytes

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from cosched.cli.io import check_output_dir, check_output_file, read_inputs, save_outputs, writing
+from cosched.files import check_output_dir, check_output_file, read_inputs, save_outputs, writing
 from cosched.errors import ConfigError, RuntimeFailure
 
 __all__ = ["register"]
@@ -21,7 +21,14 @@ examples:
   cosched run plan --iters 50 --warmup 5 --trace run.json --json
 tenants without --inputs get seeded random inputs (--seed). --iters 0 runs once, untimed.
 timings interleave plan and sequential runs on the same inputs; sequential execution runs in
-the main thread with every core as intra-op threads, so the speedup is a fair ratio."""
+the main thread with every core as intra-op threads, so the speedup is a fair ratio.
+
+multi-device plans (compiled with --devices) run on torch.distributed: one process per
+device, started here through torch's elastic launcher (as `torchrun --nproc-per-node N -m
+cosched.runtime.distributed PLAN_DIR` would). A round is timed across every rank; --compare
+sequential checks the outputs against the unsplit models run sequentially (no speedup is
+printed: time the isolated runners with benchmarks/distributed.py). A rank that fails ends
+every rank within --timeout seconds, with one error naming the rank, task and cause."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="fail (exit 2) on NaN or inf in an input or output, or on outputs that "
                              "disagree with sequential execution (default: warn)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                        help="multi-device plans: the longest a rank waits for a peer before the run fails "
+                             "(default 60)")
+    parser.add_argument("--port", type=int, metavar="PORT",
+                        help="multi-device plans: the rendezvous port on 127.0.0.1 (default: a free one)")
     parser.set_defaults(func=_main)
 
 
@@ -65,6 +77,10 @@ def _main(args: argparse.Namespace) -> int:
         check_output_file(args.trace, "--trace")
     if args.write_profile:
         check_output_file(args.write_profile, "--write-profile")
+    from cosched.codegen.plan import load_plan
+
+    if load_plan(args.plan_dir).devices:
+        return _main_distributed(args)
     compiled = cosched.load(args.plan_dir)
     if args.cuda_graph and compiled.plan.device_kind != "cuda":
         compiled.close()
@@ -78,6 +94,33 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
     elif not args.quiet:
         print(format_run(report))
+    return 0
+
+
+def _main_distributed(args: argparse.Namespace) -> int:
+    """A multi-device plan: its ranks started through torch's elastic launcher."""
+    from cosched.runtime.launch import launch
+    from cosched.runtime.report import format_distributed
+
+    for flag, given in (("--cuda-graph", args.cuda_graph), ("--write-profile", args.write_profile)):
+        if given:
+            raise ConfigError(f"{flag} is for one-device plans; {args.plan_dir} runs on several devices")
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    forward = ["--seed", str(args.seed), "--iters", str(args.iters), "--warmup", str(args.warmup)]
+    forward += [flag for flag, on in (("--strict", args.strict),) if on]
+    for flag, value in (("--save-outputs", args.save_outputs), ("--trace", args.trace), ("--compare", args.compare)):
+        if value:
+            forward += [flag, str(value)]
+    if args.inputs:
+        forward += ["--inputs", *args.inputs]
+    result = launch(args.plan_dir, args=forward, timeout_s=args.timeout, port=args.port)
+    report = result["report"]
+    _check_agreement(report, args.strict)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    elif not args.quiet:
+        print(format_distributed(report))
     return 0
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cosched.cli.io import check_output_file, writing
+from cosched.files import check_output_file, writing
 from cosched.errors import PlanError
 
 __all__ = ["format_predicted", "register", "summarize", "text_gantt"]

@@ -83,6 +83,7 @@ __all__ = [
     "plan_schema",
     "plan_to_json",
     "save_plan",
+    "shard_path",
     "sha256_of",
 ]
 
@@ -234,7 +235,7 @@ def load_device_weights(plan: Plan, rank: int) -> dict[str, Any]:
     entry = plan.devices[rank]
     if not entry.weights:
         return {}
-    path = _shard_path(plan, rank)
+    path = shard_path(plan, rank)
     try:
         values = load_file(str(path))
     except (OSError, SafetensorError) as exc:
@@ -250,7 +251,9 @@ def load_device_weights(plan: Plan, rank: int) -> dict[str, Any]:
     return values
 
 
-def _shard_path(plan: Plan, rank: int) -> Path:
+def shard_path(plan: Plan, rank: int) -> Path:
+    """Where the weight shard of device ``rank`` of a saved plan is; :class:`PlanError` if
+    the plan names none (it was never saved)."""
     entry = plan.devices[rank]
     if entry.weights_file is None:
         raise PlanError(f"device {entry.label} holds {len(entry.weights)} weight(s) but the plan names no "
@@ -315,7 +318,7 @@ def load_plan(directory: str | Path, *, device_kind: str | None = None) -> Plan:
 
 
 def _check_shard(plan: Plan, rank: int, plan_path: Path) -> None:
-    shard = _shard_path(plan, rank)
+    shard = shard_path(plan, rank)
     label = plan.devices[rank].label
     if not shard.is_file():
         raise PlanError(f"{plan_path}: weight shard of device {label} not found at {shard}")

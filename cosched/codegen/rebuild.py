@@ -23,12 +23,12 @@ from cosched.codegen.verify import verify_plan
 from cosched.errors import CoschedError, GraphError, PlanError
 from cosched.ir.graph import Graph, Task
 
-__all__ = ["apply_tasks", "check_against_graph", "graph_for_plan"]
+__all__ = ["apply_tasks", "check_against_graph", "graph_for_plan", "imported_graph"]
 
 
-def graph_for_plan(plan: Plan) -> Graph:
-    """The plan's graph, re-imported from its model files, with the plan's tasks; the plan
-    is checked against it (:func:`check_against_graph`)."""
+def imported_graph(plan: Plan) -> Graph:
+    """The plan's models imported again with its import options: whole tenants, nothing split
+    and no tasks (what single-device sequential execution runs)."""
     from cosched.ir import load_models
 
     options = plan.import_options
@@ -38,7 +38,13 @@ def graph_for_plan(plan: Plan) -> Graph:
     if options.input_shapes is not None:
         kwargs["input_shapes"] = options.input_shapes
     paths = [str(plan.model_path(m)) for m in plan.models]
-    graph = load_models(paths, names=list(plan.tenants), **kwargs)
+    return load_models(paths, names=list(plan.tenants), **kwargs)
+
+
+def graph_for_plan(plan: Plan) -> Graph:
+    """The plan's graph, re-imported from its model files, with the plan's tasks; the plan
+    is checked against it (:func:`check_against_graph`)."""
+    graph = imported_graph(plan)
     if graph.tenant_names != plan.tenants:
         raise PlanError(
             f"re-importing the plan's models gave tenants {list(graph.tenant_names)}, "

@@ -52,7 +52,7 @@ import torch
 from cosched.execution.kernels import Kernel, load_constants
 from cosched.ir.graph import Graph, Task
 
-__all__ = ["TaskTracer", "TracedTask", "example_inputs", "shared_constants", "trace_task"]
+__all__ = ["TaskTracer", "TracedTask", "example_inputs", "provide_constants", "shared_constants", "trace_task"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,13 @@ def example_inputs(graph: Graph, names: Sequence[str], values: Mapping[str, torc
 _TRACES: weakref.WeakKeyDictionary[Graph, dict[tuple[str, tuple[str, ...]], tuple[TracedTask | None, str]]] = (
     weakref.WeakKeyDictionary())
 _CONSTANTS: weakref.WeakKeyDictionary[Graph, dict[str, dict[str, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
+def provide_constants(graph: Graph, device: torch.device, values: dict[str, torch.Tensor]) -> None:
+    """Make ``values`` the :func:`shared_constants` of ``graph`` on ``device``, for a graph
+    whose weights come from elsewhere than its models (a rank's weight shard,
+    :mod:`cosched.runtime.rank`): tracing then never reads the models."""
+    _CONSTANTS.setdefault(graph, {})[str(device)] = values
 
 
 def shared_constants(graph: Graph, device: torch.device) -> dict[str, torch.Tensor]:

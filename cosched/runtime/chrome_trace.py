@@ -35,14 +35,15 @@ class TaskTiming:
 
 
 def chrome_trace(timings: Sequence[TaskTiming], plan: Plan | None = None) -> dict[str, Any]:
-    """A Chrome trace document: complete events (``ph: "X"``), pid = device, tid = stream."""
+    """A Chrome trace document: complete events (``ph: "X"``), pid = device, tid = stream
+    (-1: a rank's communication thread, :mod:`cosched.runtime.comm`)."""
     names = {t.id: (t.name or t.ops[0], t.tenant) for t in plan.tasks} if plan else {}
     events: list[dict[str, Any]] = []
     rows = sorted({(t.device, t.stream) for t in timings})
     for device in sorted({d for d, _ in rows}):
         events.append(_meta("process_name", device, 0, f"device {device} (measured)"))
     for device, stream in rows:
-        events.append(_meta("thread_name", device, stream, f"stream {stream}"))
+        events.append(_meta("thread_name", device, stream, f"stream {stream}" if stream >= 0 else "communication"))
     for t in sorted(timings, key=lambda t: (t.start_us, t.stream)):
         name, tenant = names.get(t.task, (f"task {t.task}", ""))
         events.append({

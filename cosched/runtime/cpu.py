@@ -18,6 +18,11 @@ the process never holds more intra-op threads than cores. A failing task aborts 
 the other workers stop at their next instruction, and waits poll the abort flag, so the
 run ends with a :class:`RuntimeFailure` naming the task instead of hanging. A wait that
 outlasts ``wait_timeout_s`` fails the same way, naming the event and its recording task.
+
+A rank of a multi-device plan (:mod:`cosched.runtime.rank`) passes ``comm``: its
+communication thread (:class:`cosched.runtime.comm.CpuComm`). A run then starts it, tells it
+after each task that the task's outputs exist, runs each communication task as a wait for
+its result, and waits for it at the end; its failure aborts the streams like a task's.
 """
 
 from __future__ import annotations
@@ -27,20 +32,32 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from cosched.errors import RuntimeFailure
 from cosched.runtime.chrome_trace import TaskTiming
-from cosched.runtime.program import Backend, PlanProgram, TaskProgram
+from cosched.runtime.program import Aborted, Backend, PlanProgram, TaskProgram
 
-__all__ = ["CpuBackend"]
+__all__ = ["CpuBackend", "StreamComm"]
 
 POLL_S = 0.05
 
 
-class _Aborted(Exception):
-    """Another worker failed; this one stops."""
+class StreamComm(Protocol):
+    """What the CPU backend asks of a rank's communication (see the module docstring)."""
+
+    tasks: frozenset[int]
+    """The communication tasks: their run waits for :meth:`consume` instead of kernels."""
+
+    def begin(self, env: dict[str, torch.Tensor], abort: threading.Event) -> None: ...
+
+    def produced(self, task: int, env: dict[str, torch.Tensor]) -> None: ...
+
+    def consume(self, task: int, env: dict[str, torch.Tensor]) -> None: ...
+
+    def end(self) -> BaseException | None: ...
 
 
 @dataclass
@@ -61,8 +78,12 @@ class CpuBackend(Backend):
         threads_per_stream: int = 1,
         wait_timeout_s: float = 300.0,
         delay: Callable[[int], float] | None = None,
+        comm: StreamComm | None = None,
+        on_task: Callable[[int, int], None] | None = None,
     ) -> None:
         self.program = program
+        self.comm = comm
+        self.on_task = on_task
         self.tasks = tasks
         self.threads_per_stream = threads_per_stream
         self.wait_timeout_s = wait_timeout_s
@@ -90,6 +111,8 @@ class CpuBackend(Backend):
                 event.clear()
             self._abort.clear()
             run = _Run(env, profile, time.perf_counter_ns())
+            if self.comm is not None:
+                self.comm.begin(env, self._abort)
             for inbox in self._inboxes:
                 inbox.put(run)
             return self._collect(self._run_here(run))
@@ -119,9 +142,13 @@ class CpuBackend(Backend):
             timings += done
             if error is not None:
                 errors.append((stream, error))
-        real = [(s, e) for s, e in errors if not isinstance(e, _Aborted)]
+        if self.comm is not None:  # after the streams: nothing reads its results any more
+            error = self.comm.end()
+            if error is not None:
+                errors.append((-1, error))
+        real = [(s, e) for s, e in errors if not isinstance(e, Aborted)]
         if real:
-            stream, error = min(real, key=lambda se: se[0])
+            stream, error = min(real, key=lambda se: (se[0] < 0, se[0]))  # a task's own error first
             if isinstance(error, RuntimeFailure):
                 raise RuntimeFailure(str(error)) from error
             raise RuntimeFailure(f"stream {stream} failed: {type(error).__name__}: {error}") from error
@@ -166,19 +193,28 @@ class _Worker:
     def run(self, stream: int, task: int) -> None:
         backend, run = self.backend, self.run_state
         if backend._abort.is_set():
-            raise _Aborted
-        program = backend.tasks[task]
+            raise Aborted
         if backend.delay is not None:
             time.sleep(backend.delay(task))
+        if backend.on_task is not None:
+            backend.on_task(stream, task)
         start = time.perf_counter_ns()
-        program.run(run.env, stream)
+        comm = backend.comm
+        if comm is None:
+            backend.tasks[task].run(run.env, stream)
+        else:
+            if task in comm.tasks:
+                comm.consume(task, run.env)
+            else:
+                backend.tasks[task].run(run.env, stream)
+            comm.produced(task, run.env)
         if run.profile:
             end = time.perf_counter_ns()
             self.done.append(TaskTiming(task, stream, 0, (start - run.t0) / 1e3, (end - run.t0) / 1e3))
 
     def record(self, stream: int, event: int) -> None:
         if self.backend._abort.is_set():
-            raise _Aborted
+            raise Aborted
         self.backend._events[event].set()
 
     def wait(self, stream: int, event: int) -> None:
@@ -187,7 +223,7 @@ class _Worker:
         flag = backend._events[event]
         while not flag.wait(POLL_S):
             if backend._abort.is_set():
-                raise _Aborted
+                raise Aborted
             if time.monotonic() > deadline:
                 recorder = backend.program.recorders.get(event)
                 after = f" (recorded after task {recorder})" if recorder is not None else ""
@@ -199,3 +235,7 @@ class _Worker:
         env = self.run_state.env
         for name in tensors:
             env.pop(name, None)
+
+    def send(self, stream: int, task: int, peer: int) -> None:
+        """Nothing to do here: the communication thread sends the tensor once its producer
+        has run (:meth:`StreamComm.produced`), in the one order every rank keeps."""

@@ -21,13 +21,19 @@ every stream joined before capture ends, so its own error is the one reported.
 
 All CUDA calls go through :class:`TorchCuda`; tests of the issuing logic replace it with a
 recording stand-in (``tests/runtime/test_cuda_issue.py``).
+
+A rank of a multi-device plan passes ``comm`` (:class:`cosched.runtime.comm.CudaComm`): its
+issue sequence then also holds communication steps, each issued on the communication stream
+at its place in the order every rank keeps; a producer's issue is followed by an event the
+communication stream waits on, and a communication task's run makes its stream wait for the
+communication's result. CUDA graphs are not used with communication.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -35,7 +41,7 @@ from cosched.errors import ConfigError, DeviceError, RuntimeFailure
 from cosched.runtime.chrome_trace import TaskTiming
 from cosched.runtime.program import Backend, PlanProgram, TaskProgram
 
-__all__ = ["CudaBackend", "TorchCuda"]
+__all__ = ["CudaBackend", "IssueComm", "TorchCuda"]
 
 #: Eager rounds on a side stream before capture (PyTorch's CUDA-graph notes ask for a few).
 WARMUP_ROUNDS = 3
@@ -116,12 +122,33 @@ class TorchCuda:
         return torch.cuda.graph(graph, stream=stream)
 
 
+class IssueComm(Protocol):
+    """What the CUDA backend asks of a rank's communication (see the module docstring)."""
+
+    tasks: frozenset[int]
+    """The communication tasks: their run waits for :meth:`consume` instead of kernels."""
+
+    def begin(self, env: dict[str, torch.Tensor], api: Any) -> None: ...
+
+    def produced(self, task: int, stream: int) -> None: ...
+
+    def issue(self, step: Any) -> None: ...
+
+    def consume(self, task: int, stream: int, env: dict[str, torch.Tensor]) -> None: ...
+
+    def end(self) -> None: ...
+
+
 class CudaBackend(Backend):
     name = "cuda"
 
     def __init__(self, program: PlanProgram, tasks: Mapping[int, TaskProgram], device: torch.device,
                  *, input_names: tuple[str, ...], output_names: tuple[str, ...],
-                 cuda_graph: bool = False, api: Any = None) -> None:
+                 cuda_graph: bool = False, api: Any = None, comm: IssueComm | None = None) -> None:
+        if comm is not None and cuda_graph:
+            raise ConfigError("a rank of a multi-device plan runs eagerly: CUDA graphs cannot capture its "
+                              "communication; run without cuda_graph")
+        self.comm = comm
         self.program = program
         self.tasks = tasks
         self.device = device
@@ -157,9 +184,13 @@ class CudaBackend(Backend):
         """Fork the plan streams from ``main``, issue every step, join them back (always)."""
         issuer = _Issuer(self, env, free=free, profile=profile)
         issuer.start = self.api.fork(main, profile)
+        if self.comm is not None:
+            self.comm.begin(env, self.api)
         try:
             self.program.issue(issuer)
         finally:
+            if self.comm is not None:
+                self.comm.end()
             self.api.join(main)
         return issuer
 
@@ -219,6 +250,7 @@ class _Issuer:
     def __init__(self, backend: CudaBackend, env: dict[str, torch.Tensor], *, free: bool, profile: bool) -> None:
         self.api = backend.api
         self.tasks = backend.tasks
+        self.comm = backend.comm
         self.env = env
         self.free_buffers = free
         self.profile = profile
@@ -234,7 +266,12 @@ class _Issuer:
                     if tensor is not None:
                         self.api.record_stream(tensor, stream)
             begin = self.api.mark(stream) if self.profile else None
-            program.run(self.env, stream)
+            if self.comm is not None and task in self.comm.tasks:
+                self.comm.consume(task, stream, self.env)
+            else:
+                program.run(self.env, stream)
+            if self.comm is not None:
+                self.comm.produced(task, stream)
             if self.profile:
                 self.marks.append((task, stream, begin, self.api.mark(stream)))
 
@@ -248,3 +285,13 @@ class _Issuer:
         if self.free_buffers:
             for name in tensors:
                 self.env.pop(name, None)
+
+    def send(self, stream: int, task: int, peer: int) -> None:
+        """Nothing here: the send is a communication step, issued at its own place
+        (:meth:`communicate`) once its producer's event is recorded."""
+
+    def communicate(self, step: Any) -> None:
+        """A communication step of a rank's issue sequence, on the communication stream."""
+        if self.comm is None:
+            raise RuntimeFailure("a communication step in a plan run without communication")
+        self.comm.issue(step)

@@ -4,8 +4,8 @@ The types every backend shares live here, below the backends and the executor, s
 neither imports the other:
 
 - :class:`TaskProgram`: one task ready to run (its kernels, or their trace).
-- :class:`Machine`: what gives a plan's steps meaning: ``run``, ``record``, ``wait`` and
-  ``free`` on a stream. The CPU backend's machine runs on worker threads with thread events;
+- :class:`Machine`: what gives a plan's steps meaning: ``run``, ``record``, ``wait``,
+  ``free`` and (multi-device plans) ``send`` on a stream. The CPU backend's machine runs on worker threads with thread events;
   the CUDA backend's issues onto streams and events from one thread; tests record the calls.
 - :class:`PlanProgram`: the per-stream programs and the one-thread issue program, each a
   callable that drives a machine. :func:`plan_program` makes them from a verified plan's
@@ -36,6 +36,7 @@ from cosched.runtime.chrome_trace import TaskTiming
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Aborted",
     "Backend",
     "Machine",
     "PlanProgram",
@@ -44,6 +45,11 @@ __all__ = [
     "interpret",
     "plan_program",
 ]
+
+
+class Aborted(Exception):
+    """Raised in a stream (or the communication thread) that stops because another one
+    failed: never the error a run reports, only the sign that it ends."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,9 @@ class Machine(Protocol):
 
     def free(self, stream: int, tensors: tuple[str, ...]) -> None: ...
 
+    def send(self, stream: int, task: int, peer: int) -> None:
+        """Post the input of transfer ``task`` to device ``peer`` (multi-device plans only)."""
+
 
 def interpret(steps: Sequence[Step], machine: Machine) -> None:
     """Drive ``machine`` through ``steps`` in order: the one interpreter of plan steps."""
@@ -146,6 +155,8 @@ def interpret(steps: Sequence[Step], machine: Machine) -> None:
             machine.wait(step.stream, step.event)  # type: ignore[arg-type]
         elif step.op == "record":
             machine.record(step.stream, step.event)  # type: ignore[arg-type]
+        elif step.op == "send":
+            machine.send(step.stream, step.task, step.peer)  # type: ignore[arg-type]
         else:
             machine.free(step.stream, step.tensors)
 

@@ -1,4 +1,5 @@
-"""Reading ``--inputs TENANT=FILE.npz`` and writing ``--save-outputs DIR`` for the CLI verbs.
+"""Reading ``--inputs TENANT=FILE.npz`` and writing ``--save-outputs DIR`` (the CLI verbs and the
+distributed runtime), and checking output paths before any work.
 
 Inputs of one tenant are one ``.npz`` file whose keys are the model's own input names;
 outputs are written the same way, one ``DIR/TENANT.npz`` per tenant keyed by the model's
