@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cosched.codegen import Plan, emit_python, save_plan
-from cosched.errors import DeviceError, RuntimeFailure
+from cosched.errors import ConfigError, DeviceError, RuntimeFailure
 from cosched.execution.bindings import (
     check_finite,
     check_index_inputs,
@@ -53,6 +53,9 @@ class CompiledPlan:
         self.last_warnings: list[str] = []
         #: CUDA plans: run as one captured CUDA graph (set before the first run)
         self.cuda_graph = False
+        #: multi-device plans: the longest a rank waits for a peer before the run fails
+        self.timeout_s = 60.0
+        self._scratch: Any = None
         self._executor: Executor | None = None
         self._baseline: SequentialExecutor | None = None
         self._reference: SequentialExecutor | None = None
@@ -101,10 +104,21 @@ class CompiledPlan:
         input, or in an output of a tenant whose inputs are finite, is logged as a warning
         naming the tenant and tensor; with ``strict`` it raises instead
         (:class:`~cosched.errors.InputError` / :class:`~cosched.errors.RuntimeFailure`).
+
+        A multi-device plan runs on one process per device, started through torch's elastic
+        launcher (:mod:`cosched.runtime.launch`) for this one run; a rank that fails ends the
+        run within :attr:`timeout_s` with a :class:`~cosched.errors.RuntimeFailure` naming it.
         """
         feed = validate_inputs(self.graph, inputs if inputs is not None else self.inputs())
         check_index_inputs(self.graph, feed)
         nonfinite = check_finite(feed, "input", strict=strict)
+        if self.plan.devices:
+            if profile:
+                raise ConfigError("a multi-device plan is profiled with `cosched run PLAN_DIR --trace FILE`")
+            outputs = self._launch(feed, ["--iters", "0", "--warmup", "0"])["outputs"]
+            from_outputs = check_finite(outputs, "output", strict=strict, skip=nonfinite)
+            self.last_warnings = [m for found in (nonfinite, from_outputs) for ms in found.values() for m in ms]
+            return outputs
         try:
             outputs = self.executor.run(feed, profile=profile)
         except RuntimeFailure as exc:
@@ -120,6 +134,8 @@ class CompiledPlan:
         """Median ms of the plan and (interleaved, same inputs) of sequential execution,
         and the largest absolute difference between their outputs. Kept for :meth:`report`."""
         feed = inputs if inputs is not None else self.inputs()
+        if self.plan.devices:
+            return self._benchmark_ranks(feed, iters, warmup, compare_sequential)
         runners = {"plan": lambda: self.executor.run(feed)}
         if compare_sequential:
             runners["sequential"] = lambda: self.baseline.run(feed)
@@ -138,6 +154,28 @@ class CompiledPlan:
                 result["mismatches"] = mismatches
         self.measured = result
         return result
+
+    def _benchmark_ranks(self, feed: Inputs, iters: int, warmup: int, compare: bool) -> dict[str, Any]:
+        """:meth:`benchmark` of a multi-device plan: rounds timed across its ranks (no
+        interleaved sequential runs: the ranks own the cores while they run)."""
+        args = ["--iters", str(iters), "--warmup", str(warmup)] + (["--compare", "sequential"] if compare else [])
+        report = self._launch(feed, args)["report"]
+        result = {key: report[key] for key in ("median_ms", "spread", "iters", "comm_share", "ranks",
+                                               "max_abs_diff", "max_rel_err", "mismatches") if key in report}
+        self.measured = result
+        return result
+
+    def _launch(self, feed: Inputs, args: list[str]) -> dict[str, Any]:
+        """Run a multi-device plan on its ranks (:func:`cosched.runtime.launch.launch`),
+        from its directory (an unsaved plan is saved to a temporary one first)."""
+        from cosched.runtime.launch import launch
+
+        if self.directory is None:
+            import tempfile
+
+            self._scratch = tempfile.TemporaryDirectory(prefix="cosched-plan-")
+            self.save(Path(self._scratch.name) / "plan")
+        return launch(self.directory, inputs=feed, args=args, timeout_s=self.timeout_s)
 
     def save(self, directory: str | Path, *, copy_models: bool = True) -> Path:
         """Write plan.json, plan_module.py, the models (or references) and report.json as
@@ -211,6 +249,10 @@ class CompiledPlan:
         if self._executor is not None:
             self._executor.close()
             self._executor = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+            self.directory = None
 
 
 def check_device(plan: Plan) -> None:

@@ -228,6 +228,7 @@ class _Rank:
             if i >= args.warmup:
                 rounds.append((time.perf_counter() - start) * 1e3)
                 comm.append(executor.comm_ms())
+        rss_ready = _rss_now()
         timings: list[Any] = []
         if args.trace:
             dist.barrier()
@@ -241,6 +242,7 @@ class _Rank:
         mine = {
             "rank": rank, "outputs": outputs, "timings": timings, "round_ms": rounds,
             "comm_ms": median(comm) if comm else 0.0, "rss_base_bytes": rss_base, "rss_peak_bytes": _rss_bytes(),
+            "rss_held_bytes": rss_ready,
         }
         gathered: list[Any] = [None] * self.world if rank == 0 else []
         dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
@@ -313,8 +315,26 @@ def _inject(kind: str, task: int) -> None:
     time.sleep(10 ** 6)
 
 
+def _rss_now() -> int:
+    """Resident memory of this process now (``VmRSS``), 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far: ``VmHWM`` (per address space, so it
+    starts afresh at exec, where ``ru_maxrss`` keeps the forking parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 

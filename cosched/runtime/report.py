@@ -7,9 +7,11 @@ they mean the same, plus one entry per rank):
 - ``median_ms["plan"]``: the median round, timed on rank 0 from a barrier to a barrier;
 - per rank: its device, streams and tasks, ``comm_ms`` (median time its communication
   thread spent in torch.distributed calls per round, waiting for peers included),
-  ``rss_peak_bytes`` (peak resident memory) against ``rss_base_bytes`` (after start-up,
-  before the plan) and the plan's accounting of the device (``needed_bytes``: weights plus
-  peak activations);
+  ``rss_peak_bytes`` (peak resident memory), ``rss_held_bytes`` (resident after the timed
+  rounds) and ``rss_base_bytes`` (after start-up, before the plan), against the plan's
+  accounting of the device (``needed_bytes``: weights plus peak activations). The peak
+  includes re-importing the plan's graph, which parses every tenant's model file (weights
+  included) before the rank keeps only its shard;
 - ``comm_share``: the largest rank's ``comm_ms`` over the round;
 - with ``--compare sequential``: the outputs against single-device sequential execution of
   the unsplit models (``max_abs_diff``, ``max_rel_err``, and ``mismatches``).
@@ -92,6 +94,7 @@ def _rank_entry(plan: Plan, r: Mapping[str, Any]) -> dict[str, Any]:
         "comm_ms": r["comm_ms"], "weight_bytes": entry.weight_bytes,
         "peak_activation_bytes": entry.peak_activation_bytes, "needed_bytes": entry.needed_bytes,
         "rss_base_bytes": r["rss_base_bytes"], "rss_peak_bytes": r["rss_peak_bytes"],
+        "rss_held_bytes": r["rss_held_bytes"],
     }
 
 
@@ -124,8 +127,8 @@ def format_distributed(report: Mapping[str, Any]) -> str:
     for r in report["ranks"]:
         lines.append(f"  rank {r['rank']} {r['device']:7s} {r['streams']} streams, {r['tasks']} tasks "
                      f"({r['comm_tasks']} communication), comm {r['comm_ms']:.3f} ms; memory: plan "
-                     f"{_mib(r['needed_bytes'])}, resident peak {_mib(r['rss_peak_bytes'])} "
-                     f"(+{_mib(r['rss_peak_bytes'] - r['rss_base_bytes'])} over start-up)")
+                     f"{_mib(r['needed_bytes'])}, resident +{_mib(r['rss_held_bytes'] - r['rss_base_bytes'])} "
+                     f"over start-up (peak +{_mib(r['rss_peak_bytes'] - r['rss_base_bytes'])})")
     if "max_abs_diff" in report:
         agree = "MISMATCH, " if report.get("mismatches") else ""
         lines.append(f"  max abs diff {report['max_abs_diff']:9.3g} ({agree}relative {report['max_rel_err']:.3g}; "
