@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cosched.files import parse_assignments
 from cosched.cli.options import add_model_options, check_model_file, parse_model_options
 from cosched.cli.show import format_predicted
 from cosched.errors import ConfigError, OptionError
+from cosched.files import parse_assignments
 from cosched.options import DEFAULTS, OBJECTIVES, PROVIDER_CHOICES, CompileOptions
 
 __all__ = ["FLAGS", "format_report", "options_from_args", "parse_slos", "register"]

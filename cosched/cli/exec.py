@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from cosched.files import check_output_dir, load_npz, parse_assignments, save_outputs
 from cosched.cli.options import (
     add_model_options,
     check_model_file,
@@ -25,6 +24,7 @@ from cosched.cli.options import (
     shapes_from_inputs,
 )
 from cosched.errors import ConfigError, InputError
+from cosched.files import check_output_dir, load_npz, parse_assignments, save_outputs
 
 __all__ = ["TenantRun", "format_exec", "register"]
 

@@ -25,9 +25,9 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cosched.files import check_output_dir, writing
 from cosched.cli.options import check_model_file
 from cosched.errors import ConfigError, CoschedError, ProfileError
+from cosched.files import check_output_dir, writing
 from cosched.sizes import parse_bytes
 
 if TYPE_CHECKING:

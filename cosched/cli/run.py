@@ -7,8 +7,8 @@ import json
 import logging
 from typing import Any
 
-from cosched.files import check_output_dir, check_output_file, read_inputs, save_outputs, writing
 from cosched.errors import ConfigError, RuntimeFailure
+from cosched.files import check_output_dir, check_output_file, read_inputs, save_outputs, writing
 
 __all__ = ["register"]
 

@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cosched.files import check_output_file, writing
 from cosched.errors import PlanError
+from cosched.files import check_output_file, writing
 
 __all__ = ["format_predicted", "register", "summarize", "text_gantt"]
 

@@ -83,8 +83,8 @@ __all__ = [
     "plan_schema",
     "plan_to_json",
     "save_plan",
-    "shard_path",
     "sha256_of",
+    "shard_path",
 ]
 
 PLAN_FILE = "plan.json"

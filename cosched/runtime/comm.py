@@ -113,7 +113,7 @@ def comm_steps(plan: Plan, graph: Graph, rank: int) -> tuple[CommStep, ...]:
         else:
             steps.append(CommStep(send_at[c.task], c.task, "recv", label, None, y, (src,), 0, (info.shape,),
                                   info.dtype))
-    for group, parts in groups.items():
+    for _group, parts in groups.items():
         key = min(run_at[c.task] for c, _, _ in parts)
         for c, op, label in parts:
             if device_of[c.task] != rank:

@@ -29,6 +29,7 @@ the fault tests).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -126,10 +127,8 @@ def _record_error(message: str) -> None:
     if not path:
         return
     data = {"message": {"message": message, "extraInfo": {"py_callstack": "", "timestamp": str(int(time.time()))}}}
-    try:
+    with contextlib.suppress(OSError):
         Path(path).write_text(json.dumps(data), encoding="utf-8")
-    except OSError:
-        pass
 
 
 class _Rank:
@@ -149,10 +148,18 @@ class _Rank:
         args, rank = self.args, self.rank
         rss_base = _rss_bytes()
         problem = None
+        launched = all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
         try:
             plan = load_plan(args.plan_dir)
+            if not launched and plan.devices:
+                raise ConfigError(f"this is one rank of a torch.distributed job, and no launcher started it "
+                                  f"(RANK, WORLD_SIZE, MASTER_ADDR or MASTER_PORT unset): run `cosched run "
+                                  f"{args.plan_dir}`, or torchrun --nproc-per-node {len(plan.devices)} -m "
+                                  f"cosched.runtime.distributed {args.plan_dir}")
             self._check(plan)
         except CoschedError as exc:  # told to every rank once the group exists
+            if not launched:  # nobody else to tell
+                raise
             problem, plan = f"rank {rank}: {exc}", None
         kind = plan.devices[rank].kind if plan is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         if plan is not None and kind == "cpu":
