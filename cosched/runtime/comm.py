@@ -200,6 +200,7 @@ class TorchTransport:
         self.device = device
         self.world = dist.get_world_size()
         self._groups: dict[tuple[int, ...], Any] = {}
+        self._posted: list[tuple[CommStep, Any]] = []
 
     def create_groups(self, plan: Plan) -> None:
         sets = sorted({tuple(sorted(int(p) for p in c.peers)) for c in plan.comms if c.op != "transfer"})
@@ -215,7 +216,10 @@ class TorchTransport:
         dtype = torch.empty((), dtype=_torch_dtype(step.dtype)).dtype
         if kind == "send":
             assert value is not None
-            dist.send(value.contiguous(), step.peers[0], tag=step.task)
+            if self.device.type == "cpu":  # posted: the thread goes on; finish() waits for it
+                self._posted.append((step, dist.isend(value.contiguous(), step.peers[0], tag=step.task)))
+            else:  # NCCL: enqueued on the communication stream, the host never waits
+                dist.send(value.contiguous(), step.peers[0], tag=step.task)
             return None
         if kind == "recv":
             out = torch.empty(step.shapes[0], dtype=dtype, device=self.device)
@@ -250,6 +254,16 @@ class TorchTransport:
             dist.all_to_all(outs, ins, group=group)
             return torch.cat([outs[slot[r]] for r in range(world)], dim=axis)
         raise RuntimeFailure(f"{step.label}: unknown communication {kind!r}")
+
+
+    def finish(self) -> None:
+        """Wait for every send posted in this round (the receivers have them)."""
+        posted, self._posted = self._posted, []
+        for step, work in posted:
+            try:
+                work.wait()
+            except Exception as exc:
+                raise RuntimeFailure(f"{step.describe()} failed: {peer_error(exc)}") from exc
 
 
 def _split_sizes(n: int, world: int) -> list[int]:
@@ -288,14 +302,16 @@ class _Round:
 class CpuComm:
     """A CPU rank's communication thread (see the module docstring); the hooks of
     :class:`cosched.runtime.cpu.StreamComm`. ``run_step(step, value)`` does one step
-    (:meth:`TorchTransport.run`); a wait longer than ``timeout_s`` fails the run, naming
+    (:meth:`TorchTransport.run`), ``finish()`` after the last one waits for what they posted
+    (:meth:`TorchTransport.finish`); a wait longer than ``timeout_s`` fails the run, naming
     the step. ``timings`` after a run: (task, start ns, end ns) of each step."""
 
     def __init__(self, steps: Sequence[CommStep], run_step: Callable[[CommStep, torch.Tensor | None],
                                                                      torch.Tensor | None],
-                 *, timeout_s: float = 60.0) -> None:
+                 *, timeout_s: float = 60.0, finish: Callable[[], None] | None = None) -> None:
         self.steps = tuple(steps)
         self.run_step = run_step
+        self.finish = finish
         self.timeout_s = timeout_s
         self.tasks = frozenset(s.task for s in self.steps if s.kind != "send")
         self._by_task = {s.task: s for s in self.steps}
@@ -389,6 +405,11 @@ class CpuComm:
                 state.finished.set()
 
     def _walk(self, state: _Round) -> None:
+        self._steps(state)
+        if self.finish is not None:
+            self.finish()
+
+    def _steps(self, state: _Round) -> None:
         for step in self.steps:
             deadline = time.monotonic() + self.timeout_s
             while not state.ready[step.task].wait(POLL_S):

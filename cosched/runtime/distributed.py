@@ -220,7 +220,7 @@ class _Rank:
                 _inject(fault[1], task)
 
         executor = RankExecutor(plan, rank, lambda step, value: transport.run(step, value), graph=graph,
-                                timeout_s=args.timeout, on_task=on_task)
+                                timeout_s=args.timeout, on_task=on_task, finish=lambda: transport.finish())
         transport = TorchTransport(executor.device)
         transport.create_groups(plan)
         feed = self._feed(graph, random_inputs, read_inputs)

@@ -84,7 +84,8 @@ class RankExecutor:
     """Runs device ``rank``'s part of a multi-device plan (see the module docstring).
 
     ``run_step`` does one communication step (:meth:`cosched.runtime.comm.TorchTransport.run`
-    in a distributed process). ``timeout_s`` bounds every wait: for a peer, for an input,
+    in a distributed process), ``finish()`` waits for what a round's steps posted
+    (:meth:`~cosched.runtime.comm.TorchTransport.finish`). ``timeout_s`` bounds every wait: for a peer, for an input,
     for another stream. ``on_task(stream, task)`` is called before each task on CPU (the
     run's progress, for error reports).
     """
@@ -92,7 +93,8 @@ class RankExecutor:
     def __init__(self, plan: Plan, rank: int, run_step: RunStep, *, graph: Graph | None = None,
                  timeout_s: float = 60.0, trace_tasks: bool | None = None,
                  threads_per_stream: int | None = None,
-                 on_task: Callable[[int, int], None] | None = None) -> None:
+                 on_task: Callable[[int, int], None] | None = None,
+                 finish: Callable[[], None] | None = None) -> None:
         if not 0 <= rank < len(plan.devices):
             raise ConfigError(f"the plan has devices of ranks 0..{len(plan.devices) - 1}, not rank {rank}")
         self.plan, self.rank = plan, rank
@@ -132,7 +134,7 @@ class RankExecutor:
         if self.device.type == "cpu":
             from cosched.runtime.cpu import CpuBackend
 
-            self.comm: Any = CpuComm(self.steps, run_step, timeout_s=timeout_s)
+            self.comm: Any = CpuComm(self.steps, run_step, timeout_s=timeout_s, finish=finish)
             self.backend = CpuBackend(program, tasks, threads_per_stream=threads, wait_timeout_s=timeout_s,
                                       comm=self.comm, on_task=on_task)
         else:
