@@ -30,6 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from datetime import timedelta
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -186,19 +187,23 @@ def _interpret_rank(sequence: Sequence[Step | CommStep], machine: Machine) -> No
 
 
 class TorchTransport:
-    """torch.distributed calls for :class:`CommStep` s; ``group_for(peers)`` gives the process
-    group of a collective's devices (the whole world when it is everyone).
+    """torch.distributed calls for :class:`CommStep` s, in process groups whose calls give up
+    after ``timeout_s`` (the default group keeps the longer start-up timeout it was made with).
 
-    Every rank must create the same groups in the same order (torch.distributed asks it):
-    :meth:`create_groups` makes one per distinct set of collective peers of the plan.
+    Every rank must create the same groups in the same order (torch.distributed asks it): the
+    constructor makes the group of every rank, :meth:`create_groups` one per other set of
+    collective peers of the plan.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, timeout_s: float = 60.0) -> None:
         import torch.distributed as dist
 
         self.dist = dist
         self.device = device
         self.world = dist.get_world_size()
+        self.timeout = timedelta(seconds=timeout_s)
+        # every call of a run goes through groups with the run's timeout (start-up may take longer)
+        self.everyone = dist.new_group(list(range(self.world)), timeout=self.timeout)
         self._groups: dict[tuple[int, ...], Any] = {}
         self._posted: list[tuple[CommStep, Any]] = []
 
@@ -206,9 +211,9 @@ class TorchTransport:
         sets = sorted({tuple(sorted(int(p) for p in c.peers)) for c in plan.comms if c.op != "transfer"})
         for ranks in sets:
             if len(ranks) == self.world:
-                self._groups[ranks] = None  # the default group
+                self._groups[ranks] = self.everyone
             else:
-                self._groups[ranks] = self.dist.new_group(list(ranks))
+                self._groups[ranks] = self.dist.new_group(list(ranks), timeout=self.timeout)
 
     def run(self, step: CommStep, value: torch.Tensor | None) -> torch.Tensor | None:
         """Do ``step`` with ``value`` (its source tensor, None for a receive); its result."""
@@ -217,13 +222,14 @@ class TorchTransport:
         if kind == "send":
             assert value is not None
             if self.device.type == "cpu":  # posted: the thread goes on; finish() waits for it
-                self._posted.append((step, dist.isend(value.contiguous(), step.peers[0], tag=step.task)))
+                self._posted.append((step, dist.isend(value.contiguous(), step.peers[0], group=self.everyone,
+                                                              tag=step.task)))
             else:  # NCCL: enqueued on the communication stream, the host never waits
-                dist.send(value.contiguous(), step.peers[0], tag=step.task)
+                dist.send(value.contiguous(), step.peers[0], group=self.everyone, tag=step.task)
             return None
         if kind == "recv":
             out = torch.empty(step.shapes[0], dtype=dtype, device=self.device)
-            dist.recv(out, step.peers[0], tag=step.task)
+            dist.recv(out, step.peers[0], group=self.everyone, tag=step.task)
             return out
         assert value is not None
         ordered = tuple(sorted(step.peers))
@@ -255,6 +261,10 @@ class TorchTransport:
             return torch.cat([outs[slot[r]] for r in range(world)], dim=axis)
         raise RuntimeFailure(f"{step.label}: unknown communication {kind!r}")
 
+
+    def barrier(self) -> None:
+        """Every rank here (with the run's timeout)."""
+        self.dist.barrier(group=self.everyone)
 
     def finish(self) -> None:
         """Wait for every send posted in this round (the receivers have them)."""

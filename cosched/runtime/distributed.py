@@ -49,6 +49,8 @@ from cosched.errors import ConfigError, CoschedError, DeviceError, RuntimeFailur
 __all__ = ["RESULT_FILE", "main", "parse_args"]
 
 RESULT_FILE = "result.pkl"
+STARTUP_S = 300.0
+"""How long ranks wait for each other to start (import, load, check); --timeout bounds the rest."""
 FEED_FILE = "feed.pkl"
 
 
@@ -169,7 +171,8 @@ class _Rank:
         if kind == "cuda" and plan is not None:
             torch.cuda.set_device(plan.devices[rank].index)
         try:
-            dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=timedelta(seconds=args.timeout))
+            dist.init_process_group("nccl" if kind == "cuda" else "gloo",
+                                    timeout=timedelta(seconds=max(args.timeout, STARTUP_S)))
         except Exception as exc:
             raise DeviceError(f"rank {rank} could not join the process group ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]})") from None
@@ -221,24 +224,24 @@ class _Rank:
 
         executor = RankExecutor(plan, rank, lambda step, value: transport.run(step, value), graph=graph,
                                 timeout_s=args.timeout, on_task=on_task, finish=lambda: transport.finish())
-        transport = TorchTransport(executor.device)
+        transport = TorchTransport(executor.device, args.timeout)
         transport.create_groups(plan)
         feed = self._feed(graph, random_inputs, read_inputs)
         rounds: list[float] = []
         comm: list[float] = []
         outputs: dict[str, dict[str, np.ndarray]] = {}
         for i in range(args.warmup + max(1, args.iters)):
-            dist.barrier()
+            transport.barrier()
             start = time.perf_counter()
             outputs = executor.run(feed)
-            dist.barrier()
+            transport.barrier()
             if i >= args.warmup:
                 rounds.append((time.perf_counter() - start) * 1e3)
                 comm.append(executor.comm_ms())
         rss_ready = _rss_now()
         timings: list[Any] = []
         if args.trace:
-            dist.barrier()
+            transport.barrier()
             origin = time.perf_counter_ns()
             executor.run(feed, profile=True)
             from cosched.runtime.chrome_trace import TaskTiming

@@ -30,6 +30,7 @@ from typing import Any
 
 from cosched.codegen.plan import Plan, load_plan
 from cosched.errors import ConfigError, DeviceError, RuntimeFailure
+from cosched.runtime.distributed import STARTUP_S
 
 __all__ = ["check_gpus", "check_port", "launch"]
 
@@ -61,7 +62,7 @@ def launch(plan_dir: str | Path, *, inputs: Mapping[str, Mapping[str, Any]] | No
                 pickle.dump({t: dict(v) for t, v in inputs.items()}, f)
         config = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=len(plan.devices), run_id=f"cosched-{uuid.uuid4().hex[:12]}",
-            rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{chosen}", rdzv_configs={"timeout": int(timeout_s)},
+            rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{chosen}", rdzv_configs={"timeout": int(max(timeout_s, STARTUP_S))},
             max_restarts=0, monitor_interval=0.1, start_method="spawn",
             logs_specs=DefaultLogsSpecs(log_dir=str(run_dir / "logs")),
         )
