@@ -29,6 +29,7 @@ from plan_graphs import all_reduced, pipelined
 
 from cosched.codegen import lower
 from cosched.codegen.plan import Plan
+from cosched.codegen.steps import issue_steps
 from cosched.errors import RuntimeFailure
 from cosched.ir.graph import Graph
 from cosched.runtime.comm import CommStep, CudaComm, comm_steps, rank_program
@@ -197,3 +198,13 @@ def test_a_step_issued_before_its_producer_ran_is_refused(tmp_path: Path) -> Non
     rank.comm.begin(fake_env(graph), rank.recorder, rank.recorder.main)
     with pytest.raises(RuntimeFailure, match=rf"send to rank 1: issued before task {send.producer}, which computes"):
         rank.comm.issue(send)
+
+
+def test_a_transfer_received_before_its_send_is_issued_is_keyed_at_the_receiving_run(tmp_path: Path) -> None:
+    graph, plan = _plans(tmp_path)[2]
+    sequence = issue_steps(plan)
+    send_at = next(i for i, s in enumerate(sequence) if s.op == "send" and s.task == 0)
+    run_at = next(i for i, s in enumerate(sequence) if s.op == "run" and s.task == 0)
+    assert run_at < send_at  # the issue order puts the receiving run first
+    steps = [comm_steps(plan, graph, r)[0] for r in range(2)]
+    assert [(s.kind, s.key) for s in steps] == [("send", run_at), ("recv", run_at)]
