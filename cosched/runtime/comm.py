@@ -6,8 +6,8 @@ and its source posts a ``send`` right after the tensor's producer; a collective 
 per device of its group. Each rank turns the ones it takes part in into :class:`CommStep` s
 (:func:`comm_steps`) and runs them **in one order that every rank keeps**: by position in the
 plan's one issue sequence (:func:`cosched.codegen.steps.issue_steps`), a transfer at its
-``send``, a collective at the first of its tasks. Inputs of a step come before that position
-and its results are read after it, so every rank can post its steps in that order without
+``send`` or its receiving run, whichever comes first, a collective at the first of its tasks.
+Inputs of a step come before that position and its results are read after it, so every rank can post its steps in that order without
 waiting on a step that comes later, and blocking point-to-point and collective calls never
 deadlock. The same order serves NCCL, which matches sends and receives in issue order.
 
@@ -16,8 +16,7 @@ deadlock. The same order serves NCCL, which matches sends and receives in issue 
   calls torch.distributed (gloo). The stream running a communication task waits for its
   result. Compute on other streams, and on this stream up to that task, overlaps.
 - On CUDA (:class:`CudaComm`), the rank's one issuing thread meets each step at its place
-  in the order and issues it on a communication stream (NCCL), after an event recorded
-  behind the producer; the stream running the task waits on an event behind the result.
+  in the order and issues it on a communication stream (NCCL).
 
 The collectives give each device's op what the in-process kernels of
 :mod:`cosched.ops.implementations.comm` compute from every rank's input (uneven all-gather
@@ -30,9 +29,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from datetime import timedelta
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -108,13 +107,13 @@ def comm_steps(plan: Plan, graph: Graph, rank: int) -> tuple[CommStep, ...]:
         info = graph.tensor(x)
         if c.task not in send_at:
             raise PlanError(f"{label}: the plan has no send of its input on device {src}")
+        key = min(send_at[c.task], run_at[c.task])  # the receiving run may be issued before the send
         if rank == src:
-            steps.append(CommStep(send_at[c.task], c.task, "send", label, x, None, (dst,), 0, (info.shape,),
+            steps.append(CommStep(key, c.task, "send", label, x, None, (dst,), 0, (info.shape,),
                                   info.dtype, producer=_producer(graph, x, device_of, rank, label)))
         else:
-            steps.append(CommStep(send_at[c.task], c.task, "recv", label, None, y, (src,), 0, (info.shape,),
-                                  info.dtype))
-    for _group, parts in groups.items():
+            steps.append(CommStep(key, c.task, "recv", label, None, y, (src,), 0, (info.shape,), info.dtype))
+    for parts in groups.values():
         key = min(run_at[c.task] for c, _, _ in parts)
         for c, op, label in parts:
             if device_of[c.task] != rank:
@@ -454,7 +453,18 @@ def peer_error(exc: BaseException) -> str:
 
 class CudaComm:
     """A CUDA rank's communication, issued on one communication stream (see the module
-    docstring); the hooks of :class:`cosched.runtime.cuda.IssueComm`."""
+    docstring); the hooks of :class:`cosched.runtime.cuda.IssueComm`. Every CUDA call goes
+    through the backend's :class:`cosched.runtime.cuda.TorchCuda` (``api`` of :meth:`begin`).
+    A blocking NCCL call runs after the work of the stream current when it is made, and makes
+    that stream wait for its result; each step is issued with the communication stream current:
+
+    - :meth:`begin`: the communication stream waits for ``main`` (where inputs were copied);
+    - :meth:`produced`: right after a producer's run is issued, an event on its stream;
+    - :meth:`issue`: the communication stream waits for that event, keeps the input from
+      reuse (``record_stream``), calls torch.distributed, and records a done event;
+    - :meth:`consume`: the task's stream waits for the done event and keeps the result;
+    - :meth:`end`: ``main`` waits for the communication stream (also after a failure).
+    """
 
     def __init__(self, steps: Sequence[CommStep], run_step: Callable[[CommStep, torch.Tensor | None],
                                                                       torch.Tensor | None],
@@ -470,58 +480,65 @@ class CudaComm:
                 self._by_producer[s.producer].append(s)
         self.stream: Any = None
         self._api: Any = None
+        self._main: Any = None
         self._env: dict[str, torch.Tensor] = {}
         self._values: dict[int, torch.Tensor] = {}
         self._ready: dict[int, Any] = {}
         self._done: dict[int, Any] = {}
         self._results: dict[int, torch.Tensor | None] = {}
 
-    def begin(self, env: dict[str, torch.Tensor], api: Any) -> None:
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(device=self.device)
-        self.stream.wait_stream(api.current())  # inputs were copied in on the caller's stream
-        self._api, self._env = api, env
-        self._values = {s.task: env[s.source] for s in self.steps if s.source is not None and s.producer is None}
+    def begin(self, env: dict[str, torch.Tensor], api: Any, main: Any) -> None:
+        if self.stream is None or api is not self._api:
+            self.stream = api.new_stream()
+        api.wait_stream(self.stream, main)  # inputs were copied in on the caller's stream
+        self._api, self._main, self._env = api, main, env
+        self._values = {}
+        for s in self.steps:
+            if s.source is not None and s.producer is None:
+                if s.source not in env:
+                    raise RuntimeFailure(f"{s.describe()}: its input {s.source!r} is not bound on this rank")
+                self._values[s.task] = env[s.source]
         self._ready, self._done, self._results = {}, {}, {}
 
     def produced(self, task: int, stream: int) -> None:
         waiting = self._by_producer.get(task)
         if not waiting:
             return
-        event = torch.cuda.Event()
-        event.record(self._api.streams[stream])
+        event = self._api.record_event(self._api.streams[stream])
         for s in waiting:
             assert s.source is not None
-            self._values[s.task] = self._env[s.source]
+            self._values[s.task] = self._env[s.source]  # held here: a later free cannot drop it
             self._ready[s.task] = event
 
     def issue(self, step: CommStep) -> None:
-        with torch.cuda.stream(self.stream):
-            ready = self._ready.get(step.task)
-            if ready is not None:
-                self.stream.wait_event(ready)
+        api = self._api
+        with api.use(self.stream):
+            if step.producer is not None:
+                if step.task not in self._ready:
+                    raise RuntimeFailure(f"{step.describe()}: issued before task {step.producer}, which computes "
+                                         f"its input {step.source!r}; the rank's issue order is broken")
+                api.wait_event(self.stream, self._ready.pop(step.task))
             value = self._values.pop(step.task, None)
             if value is not None:
-                value.record_stream(self.stream)  # not reused while the communication reads it
+                api.keep_for(value, self.stream)  # not reused while the communication reads it
             try:
                 self._results[step.task] = self.run_step(step, value)
             except Exception as exc:
                 raise RuntimeFailure(f"{step.describe()} failed: {peer_error(exc)}") from exc
-            done = torch.cuda.Event()
-            done.record(self.stream)
-            self._done[step.task] = done
+            self._done[step.task] = api.record_event(self.stream)
 
     def consume(self, task: int, stream: int, env: dict[str, torch.Tensor]) -> None:
         step = self._by_task[task]
         if task not in self._done:
             raise RuntimeFailure(f"{step.describe()}: run before its communication was issued")
         plan_stream = self._api.streams[stream]
-        plan_stream.wait_event(self._done[task])
+        self._api.wait_event(plan_stream, self._done.pop(task))
         result = self._results.pop(task)
         if step.output is not None and result is not None:
-            result.record_stream(plan_stream)
+            self._api.keep_for(result, plan_stream)  # allocated on the communication stream
             env[step.output] = result
 
     def end(self) -> None:
-        if self.stream is not None and self._api is not None:
-            self._api.current().wait_stream(self.stream)
+        if self.stream is not None and self._main is not None:
+            self._api.wait_stream(self._main, self.stream)
+        self._main = None

@@ -19,8 +19,9 @@ buffers; later runs copy inputs in and replay. Nothing is freed during capture: 
 private pool keeps every intermediate alive. A task that fails during capture still has
 every stream joined before capture ends, so its own error is the one reported.
 
-All CUDA calls go through :class:`TorchCuda`; tests of the issuing logic replace it with a
-recording stand-in (``tests/runtime/test_cuda_issue.py``).
+All CUDA calls go through :class:`TorchCuda`, the communication's too; tests of the issuing
+logic replace it with a recording stand-in (``tests/runtime/test_cuda_issue.py``,
+``tests/runtime/test_cuda_comm.py``).
 
 A rank of a multi-device plan passes ``comm`` (:class:`cosched.runtime.comm.CudaComm`): its
 issue sequence then also holds communication steps, each issued on the communication stream
@@ -104,6 +105,28 @@ class TorchCuda:
         if tensor.is_cuda:
             tensor.record_stream(self.streams[stream])
 
+    # -- a rank's communication stream (:class:`cosched.runtime.comm.CudaComm`): these take
+    # torch streams (``streams[i]``, ``current()``, ``new_stream()``), not plan stream ids
+    def new_stream(self) -> Any:
+        return torch.cuda.Stream(device=self.device)
+
+    def record_event(self, stream: Any) -> Any:
+        """A new event, recorded now on ``stream``."""
+        event = torch.cuda.Event()
+        event.record(stream)
+        return event
+
+    def wait_event(self, stream: Any, event: Any) -> None:
+        stream.wait_event(event)
+
+    def wait_stream(self, stream: Any, other: Any) -> None:
+        stream.wait_stream(other)
+
+    def keep_for(self, tensor: torch.Tensor, stream: Any) -> None:
+        """``record_stream``: ``tensor``'s memory is not reused before ``stream``'s work so far is done."""
+        if tensor.is_cuda:
+            tensor.record_stream(stream)
+
     def mark(self, stream: int) -> Any:
         event = torch.cuda.Event(enable_timing=True)
         event.record(self.streams[stream])
@@ -128,7 +151,7 @@ class IssueComm(Protocol):
     tasks: frozenset[int]
     """The communication tasks: their run waits for :meth:`consume` instead of kernels."""
 
-    def begin(self, env: dict[str, torch.Tensor], api: Any) -> None: ...
+    def begin(self, env: dict[str, torch.Tensor], api: Any, main: Any) -> None: ...
 
     def produced(self, task: int, stream: int) -> None: ...
 
@@ -184,9 +207,9 @@ class CudaBackend(Backend):
         """Fork the plan streams from ``main``, issue every step, join them back (always)."""
         issuer = _Issuer(self, env, free=free, profile=profile)
         issuer.start = self.api.fork(main, profile)
-        if self.comm is not None:
-            self.comm.begin(env, self.api)
         try:
+            if self.comm is not None:
+                self.comm.begin(env, self.api, main)
             self.program.issue(issuer)
         finally:
             if self.comm is not None:

@@ -16,13 +16,16 @@
 #   bench-b1  the side-by-side harness (benchmarks.run) on the mix, batch 1
 #   bench-b8  the same at batch 8
 #   trace     a Chrome trace of one plan run (streams overlapping)
+#   two-rank  a plan over two GPUs (tiny bert tensor-split + dlrm placed), run on NCCL with
+#             `cosched run PLAN --compare sequential --json`: round time, communication share,
+#             agreement; with fewer than two GPUs it says so and counts as passed
 #
 # OUT_DIR receives at most 8 files, each well under 16 MiB: summary.md (each step ok or
 # failed, its seconds and the tail of its log; BENCHMARKS.md rows ready to paste),
 # results.json, profile.tar.gz (store, model, metrics), trace.json.gz, logs.tar.gz and the
 # two harness JSONs. Logs are written as the steps run (tee), so a step cut by its budget
 # loses nothing it printed. The budgets are caps that add up to 8 minutes; expected on an
-# H200 is about 6 (exports about 1, profiling 2). Give the device call a timeout of 560 s.
+# H200 is about 6 (exports about 1, profiling 1.5). Give the device call a timeout of 560 s.
 #
 # --device cpu --quick runs the same steps on the CPU at toy sizes (tiny zoo, few trials,
 # few iterations) in under 3 minutes; tests/scripts/test_gpu_kit.py runs it in the suite
@@ -62,13 +65,15 @@ fi
 
 if [ "$QUICK" = 1 ]; then
     MIX=tiny SIZE=tiny BIG_BATCH=2 TRIALS=5 ITERS=3 WARMUP=1 PROFILE_S=8
-    B_EXPORT=60 B_TESTS=60 B_PROFILE=60 B_COMPILE=60 B_BENCH=60 B_TRACE=30
-    TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py)
+    B_EXPORT=60 B_TESTS=60 B_PROFILE=60 B_COMPILE=60 B_BENCH=60 B_TRACE=30 B_TWO=60
+    TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py tests/runtime/test_cuda_comm.py)
 else
-    MIX=mixed SIZE=full BIG_BATCH=8 TRIALS=40 ITERS=20 WARMUP=3 PROFILE_S=120
-    B_EXPORT=90 B_TESTS=80 B_PROFILE=130 B_COMPILE=45 B_BENCH=60 B_TRACE=15
-    # every gpu-marked test, and the tests that take --device (run_device) on the GPU
-    TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py tests/runtime/test_host_values.py
+    MIX=mixed SIZE=full BIG_BATCH=8 TRIALS=40 ITERS=20 WARMUP=3 PROFILE_S=90
+    B_EXPORT=80 B_TESTS=70 B_PROFILE=100 B_COMPILE=45 B_BENCH=60 B_TRACE=10 B_TWO=55
+    # every gpu-marked test, and the tests that take --device (run_device) on the GPU; the
+    # two-GPU test of test_distributed_cuda.py is left to the two-rank step, which runs the same
+    TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py tests/runtime/test_cuda_comm.py
+           tests/execution/test_host_values.py
            tests/runtime/test_cpu_backend.py tests/runtime/test_zoo_correctness.py
            tests/codegen/test_zoo_plans.py tests/costmodel/test_device.py)
 fi
@@ -109,6 +114,8 @@ for batch in 1 "$BIG_BATCH"; do
         --json "$OUT/$name.json"
 done
 step trace "$B_TRACE" "${COSCHED[@]}" run "$PLAN" --iters 0 --trace "$WORK/trace.json" --json
+step two-rank "$B_TWO" "$PY" scripts/gpu/kit.py two-rank --device "$DEVICE" --work "$WORK" --iters "$ITERS" \
+    --warmup "$WARMUP"
 
 "$PY" scripts/gpu/kit.py summarize --work "$WORK" --out "$OUT" --device "$DEVICE" --quick "$QUICK"
 rc=$?

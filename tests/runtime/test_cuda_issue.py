@@ -1,7 +1,7 @@
 """The CUDA backend's issuing logic, checked without a GPU through a recording stand-in.
 
-:class:`Recorder` replaces :class:`cosched.runtime.cuda.TorchCuda` (the one place the
-backend calls CUDA) and logs every call; tasks are stand-ins that log their run and write
+:class:`cuda_fakes.Recorder` replaces :class:`cosched.runtime.cuda.TorchCuda` (the one place
+the backend calls CUDA) and logs every call; tasks are stand-ins that log their run and write
 placeholder tensors. From the log, :func:`_check_cuda_semantics` replays CUDA's rules: a
 stream runs its work in issue order; a wait orders the stream after the work of the last
 record of that event issued before the wait, and a wait on an event never recorded does
@@ -15,16 +15,14 @@ allocator's reuse of memory, or what graph capture accepts; the ``gpu``-marked t
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codegen"))
+from cuda_fakes import Recorder, fake_env, fake_tasks
 from plan_graphs import per_tenant_streams, random_dag, random_streams, tenant_mix
 
 import cosched.runtime.cpu as cpu_backend
@@ -33,148 +31,19 @@ from cosched.codegen.plan import Plan
 from cosched.errors import RuntimeFailure
 from cosched.execution.bindings import bind_inputs
 from cosched.execution.kernels import load_constants
-from cosched.execution.traced import TracedTask
 from cosched.ir.graph import Graph
 from cosched.runtime import random_inputs
 from cosched.runtime.cpu import CpuBackend
 from cosched.runtime.cuda import WARMUP_ROUNDS, CudaBackend
-from cosched.runtime.program import TaskProgram, build_programs, plan_program
+from cosched.runtime.program import build_programs, plan_program
 
 CUDA = {"kind": "cuda", "name": "stand-in", "index": 0}
-
-
-class FakeTensor:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def clone(self) -> FakeTensor:
-        return FakeTensor(self.name)
-
-    def copy_(self, other: FakeTensor) -> None:
-        pass
-
-
-class FakeStream:
-    def __init__(self, name: str, log: list[tuple[Any, ...]]) -> None:
-        self.name, self.log = name, log
-
-    def wait_stream(self, other: FakeStream) -> None:
-        self.log.append(("wait_stream", self.name, other.name))
-
-
-class FakeGraph:
-    def __init__(self, log: list[tuple[Any, ...]]) -> None:
-        self.log = log
-
-    def replay(self) -> None:
-        self.log.append(("replay",))
-
-
-class Recorder:
-    """Stand-in for TorchCuda: logs each call. ``capture`` fails to end, as CUDA does, when a
-    stream forked during capture was not joined back."""
-
-    def __init__(self, streams: int) -> None:
-        self.log: list[tuple[Any, ...]] = []
-        self.streams = [f"s{i}" for i in range(streams)]
-        self.main = FakeStream("main", self.log)
-        self._sides = 0
-        self.capturing = False
-        self._open = 0
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[None]:
-        yield
-
-    def current(self) -> FakeStream:
-        return self.main
-
-    def side_stream(self) -> FakeStream:
-        self._sides += 1
-        side = FakeStream(f"side{self._sides}", self.log)
-        self.log.append(("side_stream", side.name))
-        return side
-
-    def use(self, main: FakeStream) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def fork(self, main: FakeStream, timed: bool) -> str:
-        self.log.append(("fork", main.name))
-        self._open += 1
-        return f"start@{main.name}"
-
-    def join(self, main: FakeStream) -> None:
-        self.log.append(("join", main.name))
-        self._open -= 1
-
-    def on(self, stream: int) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def record(self, stream: int, event: int) -> None:
-        self.log.append(("record", stream, event))
-
-    def wait(self, stream: int, event: int) -> None:
-        self.log.append(("wait", stream, event))
-
-    def record_stream(self, tensor: FakeTensor, stream: int) -> None:
-        self.log.append(("record_stream", tensor.name, stream))
-
-    def mark(self, stream: int) -> str:
-        return "mark"
-
-    def elapsed_us(self, a: Any, b: Any) -> float:
-        return 0.0
-
-    def synchronize(self) -> None:
-        self.log.append(("synchronize",))
-
-    def new_graph(self) -> FakeGraph:
-        return FakeGraph(self.log)
-
-    @contextlib.contextmanager
-    def capture(self, graph: FakeGraph, stream: FakeStream) -> Iterator[None]:
-        self.log.append(("capture_begin", stream.name))
-        self.capturing = True
-        try:
-            yield
-        finally:
-            self.capturing = False
-            self.log.append(("capture_end", stream.name))
-            if self._open:
-                raise RuntimeError("operation not permitted: capture ended with unjoined streams")
-
-
-def _fake_tasks(graph: Graph, log: list[tuple[Any, ...]], fail: int | None = None,
-                recorder: Recorder | None = None) -> dict[int, TaskProgram]:
-    """The graph's task programs (their real ``reads``), running stand-ins that log the run
-    and write placeholder outputs; task ``fail`` raises while ``recorder`` is capturing."""
-    programs = build_programs(graph)
-
-    def stand_in(task: int, outputs: tuple[str, ...]) -> Any:
-        def run() -> tuple[FakeTensor, ...]:
-            if task == fail and recorder is not None and recorder.capturing:
-                raise ValueError(f"kernel of task {task} broke")
-            log.append(("run", task))
-            return tuple(FakeTensor(n) for n in outputs)
-        return run
-
-    fakes = {}
-    for t in graph.tasks:
-        outputs = tuple(n for op in t.ops for n in graph.op(op).outputs)
-        fakes[t.id] = dataclasses.replace(programs[t.id], kernels=(),
-                                          traced=TracedTask((), outputs, stand_in(t.id, outputs)))
-    return fakes
-
-
-def _env(graph: Graph) -> dict[str, Any]:
-    names = [n for t in graph.tenants for _, n in t.inputs] + list(graph.constants)
-    return {n: FakeTensor(n) for n in names}
 
 
 def _backend(graph: Graph, plan: Plan, *, cuda_graph: bool = False, fail: int | None = None
              ) -> tuple[CudaBackend, Recorder]:
     recorder = Recorder(len(plan.streams))
-    tasks = _fake_tasks(graph, recorder.log, fail, recorder)
+    tasks = fake_tasks(graph, recorder.log, fail, recorder)
     inputs = tuple(n for t in graph.tenants for _, n in t.inputs)
     outputs = tuple(n for t in graph.tenants for _, n in t.outputs)
     backend = CudaBackend(plan_program(plan), tasks, None, input_names=inputs,  # type: ignore[arg-type]
@@ -223,7 +92,7 @@ def _check_cuda_semantics(graph: Graph, plan: Plan, log: list[tuple[Any, ...]]) 
 def test_eager_issue_orders_every_dependency(tmp_path: Path) -> None:
     for graph, plan in _plans(tmp_path):
         backend, recorder = _backend(graph, plan)
-        backend.execute(_env(graph))
+        backend.execute(fake_env(graph))
         assert [e[1] for e in recorder.log if e[0] == "run"] == list(plan.issue_order)
         assert sum(e[0] == "record" for e in recorder.log) == len(plan.events)
         _check_cuda_semantics(graph, plan, recorder.log)
@@ -233,7 +102,7 @@ def test_eager_issue_orders_every_dependency(tmp_path: Path) -> None:
 def test_every_cross_stream_use_is_recorded_before_the_buffer_is_freed(tmp_path: Path) -> None:
     for graph, plan in _plans(tmp_path):
         backend, recorder = _backend(graph, plan)
-        backend.execute(_env(graph))
+        backend.execute(fake_env(graph))
         where, log = plan.stream_of_task(), recorder.log
         ran = {e[1]: i for i, e in enumerate(log) if e[0] == "run"}
         for b in plan.buffers:
@@ -249,10 +118,10 @@ def test_every_cross_stream_use_is_recorded_before_the_buffer_is_freed(tmp_path:
 def test_capture_issues_the_eager_sequence_after_warming_up_on_a_side_stream(tmp_path: Path) -> None:
     for graph, plan in _plans(tmp_path):
         eager, eager_rec = _backend(graph, plan)
-        eager.execute(_env(graph))
+        eager.execute(fake_env(graph))
         graphed, rec = _backend(graph, plan, cuda_graph=True)
-        graphed.execute(_env(graph))
-        graphed.execute(_env(graph))  # replays, captures once
+        graphed.execute(fake_env(graph))
+        graphed.execute(fake_env(graph))  # replays, captures once
         begin = rec.log.index(next(e for e in rec.log if e[0] == "capture_begin"))
         end = rec.log.index(next(e for e in rec.log if e[0] == "capture_end"))
         warm, captured = rec.log[:begin], rec.log[begin + 1:end]
@@ -273,7 +142,7 @@ def test_a_task_failing_in_capture_is_the_error_reported(tmp_path: Path) -> None
     backend, recorder = _backend(graph, plan, cuda_graph=True, fail=failing)
     with pytest.raises(RuntimeFailure, match=rf"capturing .* failed: task {failing} \(.*\) on stream \d+ failed: "
                                              rf"ValueError: kernel of task {failing} broke"):
-        backend.execute(_env(graph))
+        backend.execute(fake_env(graph))
     end = recorder.log.index(next(e for e in recorder.log if e[0] == "capture_end"))
     assert recorder.log[end - 1][0] == "join"  # streams joined before capture ended
 
@@ -312,7 +181,7 @@ def test_cpu_backend_cuda_backend_and_generated_module_agree(tmp_path: Path, mon
         assert issued == _steps_of(module.issue)
         # the CUDA backend issues exactly that sequence
         backend, recorder = _backend(graph, plan)
-        backend.execute(_env(graph))
+        backend.execute(fake_env(graph))
         kinds = ("run", "record", "wait")
         want = [("run", e[2]) if e[0] == "run" else e for e in issued if e[0] in kinds]
         assert [e for e in recorder.log if e[0] in kinds] == want

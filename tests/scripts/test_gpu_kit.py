@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["export", "tests", "profile", "compile", "bench-b1", "bench-b2", "trace"]
+STEPS = ["export", "tests", "profile", "compile", "bench-b1", "bench-b2", "trace", "two-rank"]
 
 
 @pytest.mark.slow
@@ -35,3 +35,6 @@ def test_cpu_quick_dry_run_passes_every_step(tmp_path: Path) -> None:
         assert bench["outputs_agree"] and {"plan", "sequential", "stream-per-tenant"} <= set(bench["runners"])
     assert results["benchmarks"]["bench-b2"]["batch"] == 2
     assert "| tiny b1 | plan |" in summary and "## trace: ok" in summary
+    two = results["two_rank"]  # two CPU ranks on gloo: the path a two-GPU machine runs on NCCL
+    assert two["ranks"] == 2 and two["kind"] == "cpu" and two["agrees"] and two["round_ms"] > 0, summary
+    assert "## Two ranks" in summary and "agrees within 0.0001" in summary
