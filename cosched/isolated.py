@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +68,24 @@ def load_inputs(work: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def run_isolated(work: Path, runners: Sequence[str], *, repeats: int, iters: int, warmup: int,
-                 progress: bool = True, trace: Sequence[str] = ()) -> dict[str, list[list[float]]]:
+                 progress: bool = True, trace: Sequence[str] = (),
+                 children: Mapping[str, str] | None = None) -> dict[str, list[list[float]]]:
     """Per runner, the run times (ms) of each repeat, each repeat in a fresh process. The
     first process of each runner saves its outputs (``outputs-<name>.npz``) and, for those
-    in ``trace``, its measured timeline (``timeline-<name>.json``)."""
+    in ``trace``, its measured timeline (``timeline-<name>.json``). Repeat ``k`` of a runner
+    writes ``times-<name>-<k>.json`` (``times_ms`` and whatever else its process reports).
+
+    ``children`` adds runners defined elsewhere: name -> the module whose
+    ``python -m MODULE --child NAME`` runs it with this module's child options (``--work``,
+    ``--iters``, ``--warmup``, ``--out``, ``--save-outputs``, ``--trace``), rotated with the rest."""
+    children = dict(children or {})
     env = dict(os.environ, MALLOC_TOP_PAD_=str(MALLOC_TOP_PAD))
     times: dict[str, list[list[float]]] = {r: [] for r in runners}
     for rep in range(repeats):
         order = list(runners[rep % len(runners):]) + list(runners[: rep % len(runners)])
         for name in order:
             out = work / f"times-{name}-{rep}.json"
-            cmd = [sys.executable, "-m", "cosched.isolated", "--child", name, "--work", str(work),
+            cmd = [sys.executable, "-m", children.get(name, "cosched.isolated"), "--child", name, "--work", str(work),
                    "--iters", str(iters), "--warmup", str(warmup), "--out", str(out)]
             if rep == 0:
                 cmd.append("--save-outputs")
