@@ -1,4 +1,7 @@
-"""Executing graphs and plans: sequential reference, CPU threads, CUDA streams.
+"""Executing graphs and plans: sequential reference, CPU threads, CUDA streams, and
+multi-device plans on torch.distributed, one process per device (:mod:`.distributed`, started
+by :mod:`.launch` or torchrun; a rank's part in :mod:`.rank`, its communication in
+:mod:`.comm` and :mod:`.transport`).
 
 Who runs a task is its provider (:data:`cosched.codegen.plan.PROVIDERS`): on CPU by default
 onnxruntime, one session per segment of a stream (:mod:`cosched.execution.ort`); otherwise

@@ -209,8 +209,8 @@ class _Rank:
         from cosched.codegen.rebuild import graph_for_plan
         from cosched.execution.bindings import random_inputs
         from cosched.files import read_inputs
-        from cosched.runtime.comm import TorchTransport
         from cosched.runtime.rank import RankExecutor
+        from cosched.runtime.transport import TorchTransport
 
         args, rank = self.args, self.rank
         graph = graph_for_plan(plan)

@@ -83,9 +83,9 @@ def rank_graph(graph: Graph, tasks: set[int]) -> Graph:
 class RankExecutor:
     """Runs device ``rank``'s part of a multi-device plan (see the module docstring).
 
-    ``run_step`` does one communication step (:meth:`cosched.runtime.comm.TorchTransport.run`
+    ``run_step`` does one communication step (:meth:`cosched.runtime.transport.TorchTransport.run`
     in a distributed process), ``finish()`` waits for what a round's steps posted
-    (:meth:`~cosched.runtime.comm.TorchTransport.finish`). ``timeout_s`` bounds every wait: for a peer, for an input,
+    (:meth:`~cosched.runtime.transport.TorchTransport.finish`). ``timeout_s`` bounds every wait: for a peer, for an input,
     for another stream. ``on_task(stream, task)`` is called before each task on CPU (the
     run's progress, for error reports).
     """
