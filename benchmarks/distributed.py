@@ -8,11 +8,9 @@ Two cases, each compiled once into a work directory:
 
 - ``mix``: the tenants of ``--mix`` (:mod:`benchmarks.mixes`, at ``--size``) placed whole on
   ``cpu:0`` and ``cpu:1`` by ``cosched.compile(..., devices=["cpu:0", "cpu:1"])``;
-- ``split``: bert (at ``--size``) split tensor-parallel over the two ranks. ``compile()``
-  splits only a tenant that fits no device and picks the split kind itself (on bert it picks
-  a pipeline), so this plan is built by :func:`tensor_split_plan`: compile's multi-device
-  search (:func:`cosched.search.multidevice.optimize_splits`, the same cost and communication
-  models) with the one split choice ``SplitSpec("tensor", "bert", 2)``.
+- ``split``: bert (at ``--size``) split tensor-parallel over the two ranks, asked of
+  ``cosched.compile(..., splits={"bert": "tensor"})`` (bert fits one rank whole, so without
+  the option it would be placed, not split).
 
 Runners, with the protocol of :mod:`cosched.isolated` (each alone in a fresh process, the
 order rotated across repeats; every child with ``MALLOC_TOP_PAD_``):
@@ -51,7 +49,7 @@ import numpy as np
 
 from cosched.isolated import load_inputs, run_isolated, summarise
 
-__all__ = ["CASES", "RUNNERS", "measure_case", "prepare_mix", "prepare_split", "rows", "tensor_split_plan"]
+__all__ = ["CASES", "RUNNERS", "measure_case", "prepare_mix", "prepare_split", "rows"]
 
 CASES = ("mix", "split")
 DEVICES = ("cpu:0", "cpu:1")
@@ -79,56 +77,19 @@ def prepare_mix(work: Path, mix_name: str, size: str, **options: Any) -> dict[st
 
 
 def prepare_split(work: Path, size: str, **options: Any) -> dict[str, Any]:
-    """Case ``split``: bert tensor-parallel over two CPU ranks (:func:`tensor_split_plan`)."""
+    """Case ``split``: bert tensor-parallel over two CPU ranks (``compile(splits=...)``)."""
+    import cosched
     from cosched import zoo
 
     paths = {SPLIT_TENANT: zoo.export(SPLIT_TENANT, size=size)}
     started = time.perf_counter()
-    ranks = tensor_split_plan(paths, **options)
+    ranks = cosched.compile(list(paths.values()), names=list(paths), devices=list(DEVICES),
+                            splits={SPLIT_TENANT: "tensor"}, **_compile_options(options),
+                            comm_model=options["comm_model"])
     ranks.save(work / "ranks")
-    what = f"{SPLIT_TENANT} ({size}) split tensor-parallel over {', '.join(DEVICES)} (tensor_split_plan)"
+    what = f"{SPLIT_TENANT} ({size}) split tensor-parallel over {', '.join(DEVICES)} (compile splits=)"
     feeds = {SPLIT_TENANT: zoo.example_inputs(SPLIT_TENANT, size, 1)}
     return _finish(work, "split", what, paths, feeds, ranks, time.perf_counter() - started, options)
-
-
-def tensor_split_plan(paths: Mapping[str, Path], *, trials: int, cost_model: str, comm_model: str, seed: int,
-                      provider: str = "torch", progress: bool = False) -> Any:
-    """Every tenant of ``paths`` split tensor-parallel over :data:`DEVICES`, compiled as
-    :func:`cosched.compile` compiles a multi-device plan whose split is its only choice:
-    the same targets, cost model, runtime costs, communication model and search. Returns
-    a :class:`cosched.compiled.CompiledPlan` (``provider`` is recorded; ranks run torch)."""
-    from cosched import calibration
-    from cosched.codegen import lower
-    from cosched.compiled import CompiledPlan
-    from cosched.costmodel.select import resolve_comm_model, resolve_cost_model
-    from cosched.costmodel.targets import resolve_targets
-    from cosched.ir import analyse, fuse, load_models
-    from cosched.ir.sharding import SplitSpec, apply_splits
-    from cosched.options import CompileOptions
-    from cosched.search import CostTable
-    from cosched.search.multidevice import Variant, optimize_splits
-
-    started = time.perf_counter()
-    options = CompileOptions(trials=trials, seed=seed, cost_model=cost_model, provider=provider, progress=progress,
-                             devices=list(DEVICES), comm_model=comm_model)
-    targets = resolve_targets(DEVICES)
-    spec = targets[0].spec
-    imported = load_models(list(paths.values()), names=list(paths))
-    model = resolve_cost_model(cost_model, spec, analyse(fuse(imported)), options.profile_budget_s, progress)
-    runtime = calibration.runtime_costs(spec, model)
-    comm = resolve_comm_model(comm_model, spec, len(targets), options.profile_budget_s, progress)
-    splits = tuple(SplitSpec("tensor", tenant, len(targets)) for tenant in paths)
-    graph = analyse(fuse(apply_splits(imported, splits)))
-    latency = {t.id: comm.predict_op_ms(graph, graph.op(t.ops[0])) for t in graph.tasks if graph.op(t.ops[0]).is_comm}
-    variant = Variant(splits, CostTable(graph, model, runtime=runtime), latency)
-    result = optimize_splits(lambda _: variant, {s.tenant: [s] for s in splits}, [t.cap_bytes for t in targets],
-                             [t.name for t in targets], options.search_config())
-    predicted = {"plan": result.sim.makespan} | {b.name.replace("-", "_"): b.sim.makespan for b in result.baselines}
-    devices = [{"kind": t.spec.kind, "index": t.spec.index, "name": t.name, "memory_bytes": t.spec.memory_bytes,
-                "cap_bytes": t.cap_bytes} for t in targets]
-    plan = lower(graph, result.schedule, device=spec, timeline=result.sim, predicted_ms=predicted,
-                 provider=provider, devices=devices, splits=result.variant.splits)
-    return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=time.perf_counter() - started)
 
 
 def _compile_options(options: Mapping[str, Any]) -> dict[str, Any]:

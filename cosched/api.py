@@ -30,7 +30,7 @@ from cosched.options import DEFAULTS, CompileOptions
 from cosched.runtime.memory import check_fits, device_memory
 from cosched.search import CostTable, SearchConfig, optimize
 from cosched.search.multidevice import DeviceSearchResult, Variant, optimize_splits
-from cosched.search.splitting import split_choices
+from cosched.search.splitting import forced_split, split_choices
 
 __all__ = ["compile", "load"]
 
@@ -130,6 +130,8 @@ def _place(imported: Graph, table: CostTable, targets: Sequence[Target], options
     placement and every device's streams are searched together."""
     caps, names = [t.cap_bytes for t in targets], [t.name for t in targets]
     choices = split_choices(imported, caps, names)
+    for tenant, kind in options.splits.items():                   # asked for: the one choice
+        choices[tenant] = [forced_split(imported, tenant, kind, len(targets))]
     comm = (resolve_comm_model(options.comm_model, targets[0].spec, len(targets), options.profile_budget_s,
                                options.progress) if choices else None)
 

@@ -29,13 +29,16 @@ if TYPE_CHECKING:
     from cosched.costmodel import CostModel
     from cosched.search import SearchConfig
 
-__all__ = ["DEFAULTS", "OBJECTIVES", "PROVIDER_CHOICES", "CompileOptions", "Objective", "option_names"]
+__all__ = ["DEFAULTS", "OBJECTIVES", "PROVIDER_CHOICES", "SPLIT_KINDS", "CompileOptions", "Objective",
+           "option_names"]
 
 Objective = Literal["makespan", "pareto"]
 OBJECTIVES: tuple[Objective, ...] = ("makespan", "pareto")
 #: ``"auto"`` or a provider of :data:`cosched.codegen.plan.PROVIDERS`, spelled out here so
 #: that importing the options stays cheap (tests/test_compile_options.py checks that they agree).
 PROVIDER_CHOICES = ("auto", "torch", "ort")
+SPLIT_KINDS = ("tensor", "pipeline", "embedding-row", "embedding-table")
+"""The splits ``splits`` may ask for (:func:`cosched.search.splitting.forced_split`)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ class CompileOptions:
     device_spec: str | Path | None = None
     """A device spec JSON (:meth:`cosched.costmodel.DeviceSpec.save`) used for every device of
     ``devices``: to plan ahead of time for hardware this machine does not have."""
+    splits: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Tenant -> how to split it over every device of ``devices`` even when it fits one whole
+    (to cut its latency): ``"tensor"``, ``"pipeline"``, ``"embedding-row"`` or
+    ``"embedding-table"`` (:mod:`cosched.ir.sharding`). Other tenants are split only when they
+    fit no device; held as a read-only copy."""
 
     def __post_init__(self) -> None:
         _check_kinds(self)
@@ -202,6 +210,15 @@ def _check_devices(options: CompileOptions) -> None:
     if options.device_spec is not None and (devices is None or len(devices) < 2):
         raise OptionError("device_spec", "applies to the devices of a multi-device plan; give two or more",
                           see="devices")
+    splits = {} if options.splits is None else options.splits
+    if not isinstance(splits, Mapping):
+        raise OptionError("splits", f"must map tenant -> split kind, got {splits!r}")
+    for tenant, kind in splits.items():
+        if kind not in SPLIT_KINDS:
+            raise OptionError("splits", f"must be one of {', '.join(SPLIT_KINDS)}, got {kind!r}", key=tenant)
+    if splits and (devices is None or len(devices) < 2):
+        raise OptionError("splits", "applies to the devices of a multi-device plan; give two or more", see="devices")
+    object.__setattr__(options, "splits", MappingProxyType(dict(splits)))
 
 
 def _checked_slos(slo_ms: Any) -> Mapping[str, float]:

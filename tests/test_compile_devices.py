@@ -113,3 +113,33 @@ def test_every_device_meets_collectives_in_one_order() -> None:
         schedule, _ = decode(table, DecoderKnobs(streams=2, noise=1.0, noise_seed=seed),
                              device_of=[t.shard or 0 for t in graph.tasks], devices=2, comm_ms=comm)
         lower(graph, schedule, device=spec, devices=devices, splits=splits)  # raises if the orders differ
+
+
+def test_a_tenant_that_fits_is_split_when_asked(models: list[Path], link: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    plan = cosched.compile(models[1:3], names=NAMES[1:3], cost_model="roofline", trials=4,
+                           devices=["cpu:0", "cpu:1"], splits={"bert": "tensor"}, comm_model=str(link))
+    assert [(s["kind"], s["tenant"], s["world"]) for s in plan.plan.splits] == [("tensor", "bert", 2)]
+    assert {c.op for c in plan.plan.comms} >= {"all_reduce"}
+    names = [arg for n in NAMES[1:3] for arg in ("--name", n)]
+    assert main(["-q", "compile", *map(str, models[1:3]), *names, "-o", str(tmp_path / "plan"), "--cost-model",
+                 "roofline", "--trials", "2", "--devices", "cpu:0,cpu:1", "--split", "bert=pipeline",
+                 "--comm-model", str(link), "--json"]) == 0
+    assert json.loads((tmp_path / "plan" / "plan.json").read_text())["splits"][0]["kind"] == "pipeline"
+
+
+@pytest.mark.parametrize(("splits", "match"), [
+    ({"mobilenet_v2": "embedding-row"}, r"tenant 'mobilenet_v2' cannot be split 'embedding-row' over 2 devices; "
+                                        r"it can be split pipeline"),
+    ({"nope": "tensor"}, "unknown tenant 'nope'"),
+    ({"bert": "sideways"}, r"splits\['bert'\] must be one of tensor, pipeline, embedding-row, embedding-table"),
+])
+def test_a_split_that_cannot_be_is_named(models: list[Path], splits: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        cosched.compile(models[1:3], names=NAMES[1:3], cost_model="roofline", trials=2, devices=["cpu:0", "cpu:1"],
+                        splits=splits)
+
+
+def test_splits_need_devices(models: list[Path]) -> None:
+    with pytest.raises(ConfigError, match="splits applies to the devices of a multi-device plan"):
+        cosched.compile(models[1:2], names=NAMES[1:2], splits={"bert": "tensor"})

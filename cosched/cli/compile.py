@@ -23,7 +23,7 @@ FLAGS = {
     "interference_threshold": "--interference-threshold", "best_effort": "--best-effort", "study": "--study",
     "profile_budget_s": "--profile-budget", "measure": "--measure", "in_situ": "--no-in-situ",
     "provider": "--provider", "progress": "--quiet", "devices": "--devices", "memory_cap": "--memory-cap",
-    "device_spec": "--device-spec", "comm_model": "--comm-model",
+    "device_spec": "--device-spec", "comm_model": "--comm-model", "splits": "--split",
 }
 
 EPILOG = """\
@@ -97,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--device-spec", metavar="SPEC.json",
                         help="plan for devices this machine lacks: a device spec (DeviceSpec JSON) for every "
                              "device of --devices")
+    parser.add_argument("--split", action="extend", nargs="+", default=[], metavar="TENANT=KIND",
+                        help="split TENANT over every device of --devices even when it fits one: tensor, "
+                             "pipeline, embedding-row or embedding-table (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_main)
 
@@ -127,6 +130,7 @@ def options_from_args(args: argparse.Namespace) -> CompileOptions:
             study=args.study, profile_budget_s=args.profile_budget_s, measure=args.measure, in_situ=args.in_situ,
             provider=args.provider, progress=not args.quiet, devices=_devices(args.devices),
             memory_cap=_memory_cap(args.memory_cap), device_spec=args.device_spec, comm_model=args.comm_model,
+            splits=parse_assignments(args.split, "--split", "bert=tensor"),
         )
     except OptionError as exc:
         raise ConfigError(exc.worded(_flag(exc, args), exc.see and FLAGS[exc.see])) from None

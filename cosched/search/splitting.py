@@ -6,7 +6,8 @@ tenant, every split of :func:`cosched.ir.sharding.split_options` whose every sha
 largest cap, over the smallest number of shards at which one fits and one more (more shards
 only add communication); the search picks among them (see
 :func:`cosched.search.multidevice.optimize_splits`). Tenants that fit whole are placed
-whole: splitting them would only add communication.
+whole: splitting them would only add communication, unless the user asks for a split
+(:func:`forced_split`: a tensor-parallel tenant, for one, finishes sooner).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cosched.ir.sharding import SplitSpec, apply_splits, split_options
 from cosched.search.placement import footprints
 from cosched.sizes import format_bytes
 
-__all__ = ["split_choices"]
+__all__ = ["forced_split", "split_choices"]
 
 
 def split_choices(graph: Graph, caps: Sequence[int], names: Sequence[str]) -> dict[str, list[SplitSpec]]:
@@ -52,3 +53,17 @@ def split_choices(graph: Graph, caps: Sequence[int], names: Sequence[str]) -> di
                 "add devices or lower the batch")
         out[tenant] = fitting
     return out
+
+
+def forced_split(graph: Graph, tenant: str, kind: str, world: int) -> SplitSpec:
+    """The split of ``tenant`` over ``world`` shards of ``kind`` (``"tensor"``,
+    ``"pipeline"``, ``"embedding-row"``, ``"embedding-table"``); :class:`ConfigError` naming
+    the tenant and the kinds it can take when it cannot be split so."""
+    if tenant not in graph.tenant_names:
+        raise ConfigError(f"splits: unknown tenant {tenant!r}; tenants are {list(graph.tenant_names)}")
+    options = split_options(graph, tenant, world)
+    names = {(s.kind if s.kind != "embedding" else f"embedding-{s.options.get('mode')}"): s for s in options}
+    if kind not in names:
+        raise ConfigError(f"splits: tenant {tenant!r} cannot be split {kind!r} over {world} devices; it can be "
+                          f"split {', '.join(names) or 'no way'}")
+    return names[kind]
