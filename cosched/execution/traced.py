@@ -25,7 +25,12 @@ and keeps the trace only when it is safe to replay:
 - any exception while tracing rejects it.
 
 Weights and folded constants are not arguments of the trace: the kernels read them as
-they are (a Reshape reads its shape tensor), and the trace holds them.
+they are (a Reshape reads its shape tensor), and the trace holds them: the very tensors,
+not copies (only values derived from constants alone are baked anew, e.g. bert's position
+embeddings of its positions, a fraction of a weight). Tracing runs each task on example
+inputs several times; executors hand that memory back once built
+(:func:`cosched.execution.malloc.release_freed_memory`), or a CPU rank of full-size models
+would keep about its weights' size of it resident.
 
 A rejected task runs op by op, as before; :class:`TaskTracer` counts both kinds. Traces are
 cached per graph and task (a graph's shapes are static, so one trace serves every run and

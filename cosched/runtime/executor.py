@@ -22,7 +22,7 @@ from cosched.codegen.verify import verify_plan
 from cosched.errors import ConfigError, DeviceError
 from cosched.execution.bindings import bind_inputs, collect_outputs
 from cosched.execution.kernels import device_only, host_values, load_constants
-from cosched.execution.malloc import keep_freed_memory
+from cosched.execution.malloc import keep_freed_memory, release_freed_memory
 from cosched.execution.traced import TaskTracer, shared_constants
 from cosched.ir.graph import Graph
 from cosched.runtime.chrome_trace import TaskTiming, write_trace
@@ -41,7 +41,8 @@ class Executor:
     ``"auto"`` (the plan's device kind), ``"cpu"`` or ``"cuda"``. CPU options:
     ``threads_per_stream`` (default ``max(1, cores // streams)``), ``wait_timeout_s`` and a
     test hook ``delay(task_id) -> seconds`` slept before each task, and ``tune_malloc``
-    (default on: keep freed memory for reuse, :mod:`cosched.execution.malloc`). CUDA option:
+    (default on: keep freed memory for reuse, :mod:`cosched.execution.malloc`, but hand back
+    what building the executor freed). CUDA option:
     ``cuda_graph`` captures the whole plan once and replays it. ``trace_tasks`` runs each
     task as one TorchScript call where it can be traced (:mod:`cosched.execution.traced`;
     default: on CPU, where op-by-op dispatch makes worker threads take turns on the GIL, and
@@ -146,6 +147,8 @@ class Executor:
             inputs = tuple(n for t in self.graph.tenants for _, n in t.inputs)
             self.backend = CudaBackend(program, tasks, self.device, input_names=inputs,
                                        output_names=tuple(outputs), cuda_graph=cuda_graph, api=api)
+        if tune_malloc:  # what building freed (weights read, traces' example runs) is not kept
+            release_freed_memory()
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]], *, profile: bool = False
             ) -> dict[str, dict[str, np.ndarray]]:

@@ -31,7 +31,7 @@ from cosched.codegen.rebuild import graph_for_plan
 from cosched.errors import ConfigError, PlanError
 from cosched.execution.bindings import bind_inputs, to_numpy
 from cosched.execution.kernels import device_only, host_values
-from cosched.execution.malloc import keep_freed_memory
+from cosched.execution.malloc import keep_freed_memory, release_freed_memory
 from cosched.execution.traced import TaskTracer, provide_constants
 from cosched.ir.graph import Graph
 from cosched.runtime.chrome_trace import TaskTiming
@@ -146,6 +146,8 @@ class RankExecutor:
             self.backend = CudaBackend(program, tasks, self.device, input_names=inputs,
                                        output_names=tuple(outputs), api=api, comm=self.comm)
         self.last_timings: tuple[TaskTiming, ...] = ()
+        # what building freed (the traces' example runs) is not kept (cosched.execution.malloc)
+        release_freed_memory()
 
     def run(self, inputs: Mapping[str, Mapping[str, Any]], *, profile: bool = False
             ) -> dict[str, dict[str, np.ndarray]]:

@@ -26,7 +26,7 @@ from cosched.execution.kernels import (
     load_constants,
     prepare_kernels,
 )
-from cosched.execution.malloc import keep_freed_memory
+from cosched.execution.malloc import keep_freed_memory, release_freed_memory
 from cosched.execution.traced import TaskTracer, shared_constants
 from cosched.ir.graph import Graph, Op
 
@@ -78,6 +78,8 @@ class SequentialExecutor:
             self._use_ort(threads)
         elif provider != "torch":
             raise ConfigError(f"provider must be 'torch' or 'ort', got {provider!r}")
+        if tune_malloc:  # what building freed (weights read, traces' example runs) is not kept
+            release_freed_memory()
 
     def _use_ort(self, threads: int | None) -> None:
         """Each tenant's tasks, in order, as one onnxruntime session (:mod:`cosched.execution.ort`)."""
