@@ -22,9 +22,9 @@ order rotated across repeats; every child with ``MALLOC_TOP_PAD_``):
   core), run by :mod:`cosched.isolated`'s ``plan`` runner;
 - ``sequential``: that plan's sequential baseline, :mod:`cosched.isolated`'s ``sequential``.
 
-The ranks run traced torch tasks (the distributed runtime has no onnxruntime path), so the
-one-device plan is compiled with ``--provider torch`` too (default) and the ratios measure
-distribution, not the provider. Reported per case: ranks / one-process and ranks /
+Both plans are compiled with one ``--provider`` (default ``torch``: traced torch tasks;
+``auto`` gives the CPU default, onnxruntime sessions, which the ranks run as well), so the
+ratios measure distribution, not the provider. Reported per case: ranks / one-process and ranks /
 sequential (ratios of medians), the communication share of a round and each rank's
 ``comm_ms``, predicted against measured ms, each rank's resident memory (peak, held, at
 start-up) against the plan's accounting, and every runner's outputs against op-by-op
