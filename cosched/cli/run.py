@@ -9,6 +9,7 @@ from typing import Any
 
 from cosched.errors import ConfigError, RuntimeFailure
 from cosched.files import check_output_dir, check_output_file, read_inputs, save_outputs, writing
+from cosched.runtime.report import output_lines
 
 __all__ = ["register"]
 
@@ -195,12 +196,7 @@ def format_run(report: dict[str, Any]) -> str:
         agree = "MISMATCH: not finite, " if report.get("mismatches") else ""
         lines.append(f"  {'max abs diff':14s} {report['max_abs_diff']:9.3g}     "
                      f"({agree}plan vs op-by-op sequential outputs)")
-    lines += [f"  warning: {message}" for message in report.get("warnings", [])]
-    for tenant, outs in report["outputs"].items():
-        shapes = ", ".join(f"{n} {o['dtype']}{o['shape']}" for n, o in outs.items())
-        lines.append(f"  {tenant} ({report['inputs'][tenant]} inputs): {shapes}")
-    if report.get("saved_outputs"):
-        lines.append("saved outputs: " + ", ".join(report["saved_outputs"]))
+    lines += output_lines(report)
     if report.get("profile_written"):
         w = report["profile_written"]
         lines.append(f"profile store {w['store']}: +{w['standalone']} standalone, +{w['corun_groups']} "

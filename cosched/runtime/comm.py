@@ -41,7 +41,7 @@ from cosched.errors import PlanError, RuntimeFailure
 from cosched.ir.graph import Graph
 from cosched.runtime.program import Aborted, Machine, PlanProgram, interpret
 
-__all__ = ["CommStep", "CpuComm", "CudaComm", "comm_steps", "rank_program"]
+__all__ = ["CommStep", "CpuComm", "CudaComm", "RunStep", "comm_steps", "rank_program"]
 
 CommKind = Literal["send", "recv", "all_reduce", "all_gather", "all_to_all"]
 POLL_S = 0.05
@@ -197,26 +197,36 @@ class _Round:
         self.timings: list[tuple[int, int, int]] = []
 
 
-class CpuComm:
-    """A CPU rank's communication thread (see the module docstring); the hooks of
-    :class:`cosched.runtime.cpu.StreamComm`. ``run_step(step, value)`` does one step
-    (:meth:`cosched.runtime.transport.TorchTransport.run`), ``finish()`` after the last one waits for what they posted
-    (:meth:`~cosched.runtime.transport.TorchTransport.finish`); a wait longer than ``timeout_s`` fails the run, naming
-    the step. ``timings`` after a run: (task, start ns, end ns) of each step."""
+RunStep = Callable[[CommStep, torch.Tensor | None], torch.Tensor | None]
 
-    def __init__(self, steps: Sequence[CommStep], run_step: Callable[[CommStep, torch.Tensor | None],
-                                                                     torch.Tensor | None],
-                 *, timeout_s: float = 60.0, finish: Callable[[], None] | None = None) -> None:
+
+class _Steps:
+    """A rank's steps, indexed: ``tasks`` (those whose run waits for a result), by task and by
+    the local task that produces their input."""
+
+    def __init__(self, steps: Sequence[CommStep], run_step: RunStep) -> None:
         self.steps = tuple(steps)
         self.run_step = run_step
-        self.finish = finish
-        self.timeout_s = timeout_s
         self.tasks = frozenset(s.task for s in self.steps if s.kind != "send")
         self._by_task = {s.task: s for s in self.steps}
         self._by_producer: dict[int, list[CommStep]] = defaultdict(list)
         for s in self.steps:
             if s.producer is not None:
                 self._by_producer[s.producer].append(s)
+
+
+class CpuComm(_Steps):
+    """A CPU rank's communication thread (see the module docstring); the hooks of
+    :class:`cosched.runtime.cpu.StreamComm`. ``run_step(step, value)`` does one step
+    (:meth:`cosched.runtime.transport.TorchTransport.run`), ``finish()`` after the last one waits for what they posted
+    (:meth:`~cosched.runtime.transport.TorchTransport.finish`); a wait longer than ``timeout_s`` fails the run, naming
+    the step. ``timings`` after a run: (task, start ns, end ns) of each step."""
+
+    def __init__(self, steps: Sequence[CommStep], run_step: RunStep, *, timeout_s: float = 60.0,
+                 finish: Callable[[], None] | None = None) -> None:
+        super().__init__(steps, run_step)
+        self.finish = finish
+        self.timeout_s = timeout_s
         self._round: _Round | None = None
         self._inbox: list[_Round] = []
         self._wake = threading.Condition()
@@ -340,7 +350,7 @@ def peer_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-class CudaComm:
+class CudaComm(_Steps):
     """A CUDA rank's communication, issued on one communication stream (see the module
     docstring); the hooks of :class:`cosched.runtime.cuda.IssueComm`. Every CUDA call goes
     through the backend's :class:`cosched.runtime.cuda.TorchCuda` (``api`` of :meth:`begin`).
@@ -355,18 +365,9 @@ class CudaComm:
     - :meth:`end`: ``main`` waits for the communication stream (also after a failure).
     """
 
-    def __init__(self, steps: Sequence[CommStep], run_step: Callable[[CommStep, torch.Tensor | None],
-                                                                      torch.Tensor | None],
-                 device: torch.device) -> None:
-        self.steps = tuple(steps)
-        self.run_step = run_step
+    def __init__(self, steps: Sequence[CommStep], run_step: RunStep, device: torch.device) -> None:
+        super().__init__(steps, run_step)
         self.device = device
-        self.tasks = frozenset(s.task for s in self.steps if s.kind != "send")
-        self._by_task = {s.task: s for s in self.steps}
-        self._by_producer: dict[int, list[CommStep]] = defaultdict(list)
-        for s in self.steps:
-            if s.producer is not None:
-                self._by_producer[s.producer].append(s)
         self.stream: Any = None
         self._api: Any = None
         self._main: Any = None

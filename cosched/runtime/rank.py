@@ -35,13 +35,11 @@ from cosched.execution.malloc import keep_freed_memory, release_freed_memory
 from cosched.execution.traced import TaskTracer, provide_constants
 from cosched.ir.graph import Graph
 from cosched.runtime.chrome_trace import TaskTiming
-from cosched.runtime.comm import CommStep, CpuComm, CudaComm, comm_steps, rank_program
+from cosched.runtime.comm import CpuComm, CudaComm, RunStep, comm_steps, rank_program
 from cosched.runtime.executor import default_threads
 from cosched.runtime.program import Backend, TaskProgram, build_programs
 
 __all__ = ["RankExecutor", "load_shard"]
-
-RunStep = Callable[[CommStep, torch.Tensor | None], torch.Tensor | None]
 
 
 def load_shard(plan: Plan, rank: int, device: torch.device) -> dict[str, torch.Tensor]:

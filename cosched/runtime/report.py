@@ -30,7 +30,7 @@ from cosched.codegen.plan import Plan
 from cosched.errors import RuntimeFailure
 from cosched.ir.graph import Graph
 
-__all__ = ["distributed_report", "format_distributed"]
+__all__ = ["distributed_report", "format_distributed", "output_lines"]
 
 Outputs = dict[str, dict[str, np.ndarray]]
 
@@ -133,16 +133,23 @@ def format_distributed(report: Mapping[str, Any]) -> str:
         agree = "MISMATCH, " if report.get("mismatches") else ""
         lines.append(f"  max abs diff {report['max_abs_diff']:9.3g} ({agree}relative {report['max_rel_err']:.3g}; "
                      "vs single-device sequential execution of the unsplit models)")
-    lines += [f"  warning: {m}" for m in report.get("warnings", [])]
     lines += [f"  mismatch: {m}" for m in report.get("mismatches", [])]
+    lines += output_lines(report)
+    if report.get("trace"):
+        lines.append(f"trace: {report['trace']} (a process per rank; open in https://ui.perfetto.dev)")
+    return "\n".join(lines)
+
+
+def output_lines(report: Mapping[str, Any]) -> list[str]:
+    """A run report's warnings, each tenant's outputs (names, dtypes, shapes) and the saved
+    files, as ``cosched run`` prints them for one device or several."""
+    lines = [f"  warning: {m}" for m in report.get("warnings", [])]
     for tenant, outs in report["outputs"].items():
         shapes = ", ".join(f"{n} {o['dtype']}{o['shape']}" for n, o in outs.items())
         lines.append(f"  {tenant} ({report['inputs'][tenant]} inputs): {shapes}")
     if report.get("saved_outputs"):
         lines.append("saved outputs: " + ", ".join(report["saved_outputs"]))
-    if report.get("trace"):
-        lines.append(f"trace: {report['trace']} (a process per rank; open in https://ui.perfetto.dev)")
-    return "\n".join(lines)
+    return lines
 
 
 def _mib(n: int) -> str:
