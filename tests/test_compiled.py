@@ -49,6 +49,7 @@ def test_a_failure_carrying_a_torchscript_traceback_becomes_one_line() -> None:
 
     plan = CompiledPlan.__new__(CompiledPlan)
     plan.graph = SimpleNamespace(tenants=(), tenant_names=(), ops=())
+    plan.plan = SimpleNamespace(devices=())  # one device
     plan._executor = Failing()  # type: ignore[assignment]
     with pytest.raises(RuntimeFailure) as caught:
         plan.run({})

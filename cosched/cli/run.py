@@ -80,8 +80,9 @@ def _main(args: argparse.Namespace) -> int:
         check_output_file(args.write_profile, "--write-profile")
     from cosched.codegen.plan import load_plan
 
-    if load_plan(args.plan_dir).devices:
-        return _main_distributed(args)
+    plan = load_plan(args.plan_dir)
+    if plan.devices:
+        return _main_distributed(args, plan)
     compiled = cosched.load(args.plan_dir)
     if args.cuda_graph and compiled.plan.device_kind != "cuda":
         compiled.close()
@@ -98,7 +99,7 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _main_distributed(args: argparse.Namespace) -> int:
+def _main_distributed(args: argparse.Namespace, plan: Any) -> int:
     """A multi-device plan: its ranks started through torch's elastic launcher."""
     from cosched.runtime.launch import launch
     from cosched.runtime.report import format_distributed
@@ -114,8 +115,9 @@ def _main_distributed(args: argparse.Namespace) -> int:
         if value:
             forward += [flag, str(value)]
     if args.inputs:
+        read_inputs(args.inputs, list(plan.tenants))  # a bad file is named before any rank starts
         forward += ["--inputs", *args.inputs]
-    result = launch(args.plan_dir, args=forward, timeout_s=args.timeout, port=args.port)
+    result = launch(args.plan_dir, args=forward, timeout_s=args.timeout, port=args.port, plan=plan)
     report = result["report"]
     _check_agreement(report, args.strict)
     if args.json:

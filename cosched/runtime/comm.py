@@ -123,6 +123,10 @@ def comm_steps(plan: Plan, graph: Graph, rank: int) -> tuple[CommStep, ...]:
             steps.append(CommStep(key, c.task, c.op, label, x, op.outputs[0], tuple(int(p) for p in c.peers), index,
                                   shapes, info.dtype, int(op.attr("axis", 0)),
                                   producer=_producer(graph, x, device_of, rank, label)))
+    for s in steps:  # a plan lowering did not write could order a producer after its step
+        if s.producer is not None and run_at[s.producer] >= s.key:
+            raise PlanError(f"{s.describe()}: its input's producer, task {s.producer}, is issued after it; "
+                            "the plan's issue order is not one every rank can keep (recompile the plan)")
     return tuple(sorted(steps, key=lambda s: (s.key, s.task)))
 
 

@@ -119,6 +119,8 @@ class CpuBackend(Backend):
 
     def _run_here(self, run: _Run) -> tuple[int, BaseException | None, list[TaskTiming]]:
         """Stream 0 on the calling thread, with the plan's intra-op thread count meanwhile."""
+        if not self.program.streams:  # a rank of a multi-device plan may run nothing
+            return 0, None, []
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads_per_stream)
         machine = _Worker(self, run)

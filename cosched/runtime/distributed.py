@@ -140,6 +140,7 @@ class _Rank:
         self.args, self.rank = args, rank
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.run_dir = Path(args.run_dir) if args.run_dir else None
+        self.feed_given = self.run_dir is not None and (self.run_dir / FEED_FILE).is_file()
 
     def main(self) -> None:
         import torch
@@ -163,16 +164,12 @@ class _Rank:
             if not launched:  # nobody else to tell
                 raise
             problem, plan = f"rank {rank}: {exc}", None
-        kind = plan.devices[rank].kind if plan is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        if plan is not None and kind == "cpu":
+        if plan is not None and plan.devices[rank].kind == "cpu":
             from cosched.runtime.rank import pin_cpu_rank
 
             pin_cpu_rank(int(os.environ.get("LOCAL_RANK", rank)), int(os.environ.get("LOCAL_WORLD_SIZE", self.world)))
-        if kind == "cuda" and plan is not None:
-            torch.cuda.set_device(plan.devices[rank].index)
-        try:
-            dist.init_process_group("nccl" if kind == "cuda" else "gloo",
-                                    timeout=timedelta(seconds=max(args.timeout, STARTUP_S)))
+        try:  # gloo for start-up on every plan: agreeing on problems must not need a GPU
+            dist.init_process_group("gloo", timeout=timedelta(seconds=max(args.timeout, STARTUP_S)))
         except Exception as exc:
             raise DeviceError(f"rank {rank} could not join the process group ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]})") from None
@@ -182,8 +179,16 @@ class _Rank:
         if found:  # every rank stops, with the same words
             raise _Agreed(_merge(found))
         assert plan is not None
-        self.plan = plan
-        self._run(plan, rss_base)
+        entry = plan.devices[rank]
+        if entry.kind == "cuda":
+            torch.cuda.set_device(entry.index)
+        from cosched.runtime.transport import TorchTransport
+
+        # the run's groups now, while every rank is here: later a slow rank would meet --timeout
+        device = torch.device("cpu") if entry.kind == "cpu" else torch.device("cuda", entry.index)
+        transport = TorchTransport(device, args.timeout)
+        transport.create_groups(plan)
+        self._run(plan, transport, rss_base)
         dist.destroy_process_group()
 
     def _check(self, plan: Any) -> None:
@@ -203,14 +208,13 @@ class _Rank:
                 raise DeviceError(f"{where}: rank {self.rank} runs on {entry.label}, but this machine has {count} "
                                   f"CUDA device(s)")
 
-    def _run(self, plan: Any, rss_base: int) -> None:
+    def _run(self, plan: Any, transport: Any, rss_base: int) -> None:
         import torch.distributed as dist
 
         from cosched.codegen.rebuild import graph_for_plan
         from cosched.execution.bindings import random_inputs
         from cosched.files import read_inputs
         from cosched.runtime.rank import RankExecutor
-        from cosched.runtime.transport import TorchTransport
 
         args, rank = self.args, self.rank
         graph = graph_for_plan(plan)
@@ -222,11 +226,10 @@ class _Rank:
             if fault is not None and fault[0] == task:
                 _inject(fault[1], task)
 
-        executor = RankExecutor(plan, rank, lambda step, value: transport.run(step, value), graph=graph,
-                                timeout_s=args.timeout, on_task=on_task, finish=lambda: transport.finish())
-        transport = TorchTransport(executor.device, args.timeout)
-        transport.create_groups(plan)
+        executor = RankExecutor(plan, rank, transport.run, graph=graph, timeout_s=args.timeout, on_task=on_task,
+                                finish=transport.finish)
         feed = self._feed(graph, random_inputs, read_inputs)
+        dist.barrier()  # every rank built (the start-up timeout); each round is bounded by --timeout
         rounds: list[float] = []
         comm: list[float] = []
         outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -244,6 +247,7 @@ class _Rank:
             transport.barrier()
             origin = time.perf_counter_ns()
             executor.run(feed, profile=True)
+            transport.barrier()
             from cosched.runtime.chrome_trace import TaskTiming
 
             timings = list(executor.last_timings) + [
@@ -255,21 +259,26 @@ class _Rank:
             "rss_held_bytes": rss_ready,
         }
         gathered: list[Any] = [None] * self.world if rank == 0 else []
-        dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
+        try:
+            dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
+        except Exception as exc:
+            from cosched.runtime.comm import peer_error
+
+            raise RuntimeFailure(f"gathering every rank's outputs on rank 0 failed: {peer_error(exc)}") from exc
         executor.close()
         if rank == 0:
             self._report(plan, graph, feed, gathered)
 
     def _feed(self, graph: Any, random_inputs: Any, read_inputs: Any) -> dict[str, dict[str, np.ndarray]]:
-        if self.run_dir is not None and (self.run_dir / FEED_FILE).is_file():
-            with open(self.run_dir / FEED_FILE, "rb") as f:
+        if self.feed_given:
+            with open(self.run_dir / FEED_FILE, "rb") as f:  # type: ignore[operator]
                 return pickle.load(f)  # written by the launcher, from the caller's inputs
         return random_inputs(graph, self.args.seed) | read_inputs(self.args.inputs, list(graph.tenant_names))
 
     def _report(self, plan: Any, graph: Any, feed: Any, ranks: list[dict[str, Any]]) -> None:
         from cosched.runtime.report import distributed_report, format_distributed
 
-        report, outputs = distributed_report(plan, graph, feed, ranks, self.args)
+        report, outputs = distributed_report(plan, graph, feed, ranks, self.args, feed_given=self.feed_given)
         if self.run_dir is not None:
             with open(self.run_dir / RESULT_FILE, "wb") as f:
                 pickle.dump({"report": report, "outputs": outputs}, f)

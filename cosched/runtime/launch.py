@@ -34,22 +34,27 @@ from cosched.runtime.distributed import STARTUP_S
 
 __all__ = ["check_gpus", "check_port", "launch"]
 
+#: What a rank's error says when another rank went away first (ours, then gloo's and NCCL's).
+LOST_PEER = ("peer rank is gone", "did not answer", "Connection closed by peer", "Connection reset",
+             "Timed out", "timed out")
 #: The agent's own loggers; quiet unless something is wrong (their lines repeat our error).
 AGENT_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher")
 
 
 def launch(plan_dir: str | Path, *, inputs: Mapping[str, Mapping[str, Any]] | None = None,
-           args: Sequence[str] = (), timeout_s: float = 60.0, port: int | None = None) -> dict[str, Any]:
+           args: Sequence[str] = (), timeout_s: float = 60.0, port: int | None = None,
+           plan: Plan | None = None) -> dict[str, Any]:
     """Run the multi-device plan in ``plan_dir`` on one process per device (see the module
     docstring). ``inputs`` (tenant -> name -> array) are every rank's inputs (default: the
     ranks' seeded random inputs); ``args`` are more options of
     ``python -m cosched.runtime.distributed`` (``--iters``, ``--compare sequential``, ...).
+    ``plan`` is the plan of ``plan_dir`` when the caller has loaded it already.
     Returns ``{"report": ..., "outputs": ...}``."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    plan = load_plan(plan_dir)
+    plan = plan if plan is not None else load_plan(plan_dir)
     if not plan.devices:
         raise ConfigError(f"{plan_dir}: a one-device plan runs in this process (cosched.load(...).run()), "
                           "not on torch.distributed")
@@ -125,7 +130,7 @@ def describe_failure(plan: Plan, failures: Mapping[int, Any], run_dir: Path) -> 
         f = failures[rank]
         if f.exitcode is not None and f.exitcode < 0 and f.exitcode != -signal.SIGTERM:
             return (0, 0, f.timestamp)  # killed from outside: the cause
-        lost = "peer rank is gone" in said(f) or "did not answer" in said(f)
+        lost = any(sign in said(f) for sign in LOST_PEER)
         terminated = f.exitcode == -signal.SIGTERM and not said(f).startswith("rank ")
         return (1 + int(lost) + 2 * int(terminated), 0, f.timestamp)
 

@@ -36,8 +36,9 @@ Outputs = dict[str, dict[str, np.ndarray]]
 
 
 def distributed_report(plan: Plan, graph: Graph, feed: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
-                       args: argparse.Namespace) -> tuple[dict[str, Any], Outputs]:
-    """The report of a run and every tenant's outputs (see the module docstring)."""
+                       args: argparse.Namespace, *, feed_given: bool = False) -> tuple[dict[str, Any], Outputs]:
+    """The report of a run and every tenant's outputs (see the module docstring);
+    ``feed_given``: the launcher passed every tenant's inputs (none are random)."""
     from cosched.execution.bindings import check_finite
 
     outputs: Outputs = {}
@@ -48,7 +49,7 @@ def distributed_report(plan: Plan, graph: Graph, feed: Mapping[str, Any], ranks:
     if missing:
         raise RuntimeFailure(f"no rank holds the output(s) {missing[:4]} after the run")
     outputs = {t: outputs[t] for t in graph.tenant_names}
-    given = {s.partition("=")[0].strip() for s in args.inputs}
+    given = set(graph.tenant_names) if feed_given else {s.partition("=")[0].strip() for s in args.inputs}
     rounds = list(ranks[0]["round_ms"])
     report: dict[str, Any] = {
         "plan_dir": str(args.plan_dir),
@@ -67,9 +68,10 @@ def distributed_report(plan: Plan, graph: Graph, feed: Mapping[str, Any], ranks:
         report |= {"iters": args.iters, "warmup": args.warmup, "median_ms": {"plan": plan_ms},
                    "spread": {"plan": [min(rounds), max(rounds)]},
                    "comm_share": max(r["comm_ms"] for r in ranks) / plan_ms if plan_ms else 0.0}
-    warnings = check_finite(outputs, "output", strict=args.strict)
-    if warnings:
-        report["warnings"] = [m for ms in warnings.values() for m in ms]
+    skip = check_finite(feed, "input")  # NaN out of NaN in is the input's doing
+    warnings = check_finite(outputs, "output", strict=args.strict, skip=skip)
+    if warnings or skip:
+        report["warnings"] = [m for found in (skip, warnings) for ms in found.values() for m in ms]
     if args.compare == "sequential":
         report |= _compare(plan, feed, outputs, args.strict)
     if args.save_outputs:
@@ -123,7 +125,8 @@ def format_distributed(report: Mapping[str, Any]) -> str:
         predicted = report["predicted_ms"].get("plan")
         guess = f", predicted {predicted:.3f} ms" if predicted is not None else ""
         lines.append(f"  round {report['median_ms']['plan']:9.3f} ms (median of {report['iters']}, every rank, "
-                     f"barrier to barrier{guess}); communication {100 * report['comm_share']:.0f}% of it")
+                     f"barrier to barrier{guess}); {100 * report['comm_share']:.0f}% of it in communication "
+                     "calls (waiting for peers included)")
     for r in report["ranks"]:
         lines.append(f"  rank {r['rank']} {r['device']:7s} {r['streams']} streams, {r['tasks']} tasks "
                      f"({r['comm_tasks']} communication), comm {r['comm_ms']:.3f} ms; memory: plan "

@@ -38,7 +38,8 @@ class TorchTransport:
         self.world = dist.get_world_size()
         self.timeout = timedelta(seconds=timeout_s)
         # every call of a run goes through groups with the run's timeout (start-up may take longer)
-        self.everyone = dist.new_group(list(range(self.world)), timeout=self.timeout)
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        self.everyone = dist.new_group(list(range(self.world)), timeout=self.timeout, backend=self.backend)
         self._groups: dict[tuple[int, ...], Any] = {}
         self._posted: list[tuple[CommStep, Any]] = []
 
@@ -48,7 +49,7 @@ class TorchTransport:
             if len(ranks) == self.world:
                 self._groups[ranks] = self.everyone
             else:
-                self._groups[ranks] = self.dist.new_group(list(ranks), timeout=self.timeout)
+                self._groups[ranks] = self.dist.new_group(list(ranks), timeout=self.timeout, backend=self.backend)
 
     def run(self, step: CommStep, value: torch.Tensor | None) -> torch.Tensor | None:
         """Do ``step`` with ``value`` (its source tensor, None for a receive); its result."""
@@ -82,24 +83,27 @@ class TorchTransport:
             dist.all_gather(parts, padded, group=group)
             pieces = [parts[slot[r]].narrow(axis, 0, step.shapes[r][axis]) for r in range(len(step.peers))]
             return torch.cat(pieces, dim=axis)
-        if kind == "all_to_all":
+        if kind == "all_to_all":  # chunks padded to the widest: gloo needs one size for all
             world = len(step.peers)
+            widest = max(max(_split_sizes(s[axis], world)) for s in step.shapes)
             mine = torch.tensor_split(value, world, dim=axis)
             ins: list[torch.Tensor] = [torch.empty(0)] * world
             outs: list[torch.Tensor] = [torch.empty(0)] * world
             for r in range(world):
-                ins[slot[r]] = mine[r].contiguous()
-                shape = list(step.shapes[r])
-                shape[axis] = _split_sizes(shape[axis], world)[step.index]
-                outs[slot[r]] = torch.empty(shape, dtype=value.dtype, device=self.device)
+                ins[slot[r]] = _pad(mine[r].contiguous(), axis, widest)
+                outs[slot[r]] = torch.empty_like(ins[slot[r]])
             dist.all_to_all(outs, ins, group=group)
-            return torch.cat([outs[slot[r]] for r in range(world)], dim=axis)
+            return torch.cat([outs[slot[r]].narrow(axis, 0, _split_sizes(step.shapes[r][axis], world)[step.index])
+                              for r in range(world)], dim=axis)
         raise RuntimeFailure(f"{step.label}: unknown communication {kind!r}")
 
 
     def barrier(self) -> None:
-        """Every rank here (with the run's timeout)."""
-        self.dist.barrier(group=self.everyone)
+        """Every rank here (with the run's timeout); a rank that is gone or late is named so."""
+        try:
+            self.dist.barrier(group=self.everyone)
+        except Exception as exc:
+            raise RuntimeFailure(f"waiting for every rank between rounds failed: {peer_error(exc)}") from exc
 
     def finish(self) -> None:
         """Wait for every send posted in this round (the receivers have them)."""
