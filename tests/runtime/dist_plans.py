@@ -107,15 +107,17 @@ class Loopback:
         return torch.cat([torch.tensor_split(p, world, dim=step.axis)[step.index] for p in parts], dim=step.axis)
 
 
-def loopback(plan_dir: Path, inputs: Mapping[str, Mapping[str, np.ndarray]],
-             rounds: int = 1) -> tuple[dict[str, dict[str, np.ndarray]], Loopback]:
-    """Every rank of the saved plan in ``plan_dir``, each on a thread of this process, run
-    ``rounds`` times over a :class:`Loopback`; the tenant outputs of the last round."""
+def loopback(plan: Path | Plan, inputs: Mapping[str, Mapping[str, np.ndarray]], rounds: int = 1, *,
+             graph: Any = None) -> tuple[dict[str, dict[str, np.ndarray]], Loopback]:
+    """Every rank of a plan (saved in a directory, or a value with its ``graph``), each on a
+    thread of this process, run ``rounds`` times over a :class:`Loopback`; the tenant outputs
+    of the last round."""
     from cosched.codegen.rebuild import graph_for_plan
     from cosched.runtime.rank import RankExecutor
 
-    plan: Plan = load_plan(plan_dir)
-    graph = graph_for_plan(plan)
+    if not isinstance(plan, Plan):
+        plan = load_plan(plan)
+    graph = graph if graph is not None else graph_for_plan(plan)
     wire = Loopback()
     ranks = [RankExecutor(plan, r, wire.endpoint(r), graph=graph, timeout_s=30) for r in range(len(plan.devices))]
     results: dict[int, Any] = {}

@@ -119,6 +119,30 @@ def test_every_rank_in_one_process_computes_the_unsplit_outputs(tmp_path: Path, 
     assert wire.calls and not wire.mail and not wire.meetings  # every send received, every group met
 
 
+@pytest.mark.parametrize("case", ["placed", "pipelined", "all_reduced", "two_groups"])
+def test_the_lowering_tests_plans_run_rank_by_rank(tmp_path: Path, case: str) -> None:
+    """The multi-device plans of the lowering tests (weights folded into the graph), every
+    rank on a thread, against the graph run sequentially in one process."""
+    from plan_graphs import tenant_mix
+
+    two = [{"kind": "cpu", "index": 0}, {"kind": "cpu", "index": 1}]
+    if case == "placed":
+        g = tenant_mix(tmp_path, ("a", "b"))
+        plan = lower(g, Schedule((((0, 1, 3, 4), (2,)), ((5, 6, 7, 8, 9),))), device=CPU, devices=two)
+    elif case == "pipelined":
+        g = pipelined(tmp_path)
+        plan = lower(g, Schedule((((0,), (1,)), ((2, 3, 4),))), device=CPU)
+    else:
+        g = all_reduced(tmp_path, ("g", "h") if case == "two_groups" else ("g",))
+        on = {t.id: t.shard or 0 for t in g.tasks}
+        plan = lower(g, Schedule(tuple((tuple(t for t in range(len(g.tasks)) if on[t] == d),) for d in (0, 1))),
+                     device=CPU)
+    feed = random_inputs(g, seed=2)
+    got, wire = loopback(plan, feed, rounds=2, graph=g)
+    assert compare_outputs(got, SequentialExecutor(g).run(feed)).agrees(1e-5)
+    assert not wire.mail and not wire.meetings
+
+
 def test_a_plan_saved_without_shards_has_nothing_for_a_rank_to_load(tmp_path: Path) -> None:
     from cosched.codegen.plan import load_plan
     from cosched.runtime.rank import load_shard
