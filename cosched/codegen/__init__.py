@@ -1,4 +1,5 @@
-"""Lowering schedules to plans, the plan format, and the Python emitter.
+"""Lowering schedules to plans, the plan format, and the Python emitter; plans for some of a
+plan's tenants composed from its schedule (:mod:`.subset`).
 
 Layering: imports :mod:`cosched.search` (schedules and their timelines) and :mod:`cosched.ir`;
 never the runtime, which stands on it (it runs the plans and the emitted modules)."""
