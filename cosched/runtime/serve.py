@@ -278,6 +278,11 @@ class Server:
                 raise ServerClosed(f"request for tenant {tenant!r} submitted after close(); the server is closed")
             queue, counts = self._queues[tenant], self._counts[tenant]
             counts.submitted += 1
+            if len(queue) >= self.queue_size:  # requests the caller cancelled free their places first
+                kept = [r for r in queue if not r.future.cancelled()]
+                counts.cancelled += len(queue) - len(kept)
+                queue.clear()
+                queue.extend(kept)
             if len(queue) >= self.queue_size:
                 counts.rejected += 1
                 future.set_exception(QueueFull(

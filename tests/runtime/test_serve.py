@@ -44,6 +44,21 @@ def test_each_request_gets_its_own_outputs() -> None:
     assert st.dispatches == len(plans.ran) == sum(st.per_set.values())
 
 
+def test_each_tenant_is_served_oldest_first_one_request_per_dispatch() -> None:
+    plans = FakePlanSet(AB)
+    plans.gate.clear()
+    server = Server(plans)
+    server.submit("b", _x(0))
+    plans.wait_started(1)
+    for v in (1, 2, 3):
+        server.submit("a", _x(v))
+    server.submit("b", _x(4))
+    plans.gate.set()
+    server.close()
+    assert plans.ran == [frozenset("b"), frozenset(AB), frozenset("a"), frozenset("a")]
+    assert [v for t, v in plans.seen if t == "a"] == [1, 2, 3]
+
+
 def test_concurrent_submitters_every_future_done_once_with_its_own_result() -> None:
     tenants = ("a", "b", "c", "d")
     plans = FakePlanSet(tenants)
@@ -309,11 +324,78 @@ def test_slo_attainment_counts_failed_rejected_and_cancelled(monkeypatch: pytest
     rejected = server.submit("a", _x(2))
     plans.gate.set()
     wait([ok, bad], timeout=10)
-    for v in range(5):
+    plans.gate.clear()
+    server.submit("a", _x(20))
+    plans.wait_started(3)
+    doomed = server.submit("a", _x(21))
+    assert doomed.cancel()
+    plans.gate.set()
+    for v in range(4):
         server.submit("a", _x(v + 10)).result(timeout=10)
     server.close()
     a = server.stats().tenant("a")
-    assert rejected.exception() is not None and bad.exception() is not None
-    assert (a.completed, a.failed, a.rejected) == (6, 1, 1)
-    assert a.slo_attainment == pytest.approx(6 / 8)
+    assert isinstance(rejected.exception(), QueueFull) and isinstance(bad.exception(), RuntimeFailure)
+    assert (a.submitted, a.completed, a.failed, a.rejected, a.cancelled, a.pending) == (9, 6, 1, 1, 1, 0)
+    assert a.slo_attainment == pytest.approx(6 / 9)
     assert len(server._counts["a"].latencies.values) == 3  # capped, a uniform sample of the 6
+
+
+# -- a real plan ----------------------------------------------------------------------------
+
+NAMES = ["resnet50", "mobilenet_v2"]
+
+
+def _serve_real(device: str, threads: int, per_thread: int) -> None:
+    """Serve the tiny pair from several threads, distinct inputs per request; each response
+    equals its tenant run alone, op by op, on those inputs."""
+    import cosched
+    from cosched import zoo
+    from cosched.ir.cut import tenant_graph
+    from cosched.runtime import SequentialExecutor, random_inputs
+    from cosched.runtime.plancache import PlanCache
+
+    compiled = cosched.compile([zoo.export(n, size="tiny") for n in NAMES], names=NAMES, trials=5,
+                               cost_model="roofline", device=device)
+    alone = {t: tenant_graph(compiled.graph, [t]) for t in NAMES}
+    requests = {(k, i): (NAMES[(k + i) % 2], random_inputs(alone[NAMES[(k + i) % 2]], seed=100 * k + i))
+                for k in range(threads) for i in range(per_thread)}
+    futures: dict[tuple[int, int], Future] = {}  # type: ignore[type-arg]
+    with Server(PlanCache(compiled.plan, compiled.graph)) as server:
+        def submitter(k: int) -> None:
+            for i in range(per_thread):
+                tenant, inputs = requests[k, i]
+                futures[k, i] = server.submit(tenant, inputs[tenant])
+
+        workers = [threading.Thread(target=submitter, args=(k,)) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        wait(list(futures.values()), timeout=300)
+    references = {t: SequentialExecutor(g) for t, g in alone.items()}
+    for key, (tenant, inputs) in requests.items():
+        got, want = futures[key].result(timeout=0), references[tenant].run(inputs)[tenant]
+        assert set(got) == set(want)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=f"{key} {tenant} {name}")
+    st = server.stats()
+    assert sum(t.completed for t in st.tenants) == len(requests) == sum(t.submitted for t in st.tenants)
+    assert set(st.per_set) <= {"mobilenet_v2", "resnet50", "mobilenet_v2+resnet50"}
+    assert all(st.sources[s] == "composed" for s in st.per_set if "+" not in s)  # no set plans compiled
+
+
+def test_real_plan_each_response_equals_its_tenant_run_alone() -> None:
+    _serve_real("cpu", threads=4, per_thread=6)
+
+
+@pytest.mark.gpu
+def test_real_plan_on_cuda_each_response_equals_its_tenant_run_alone() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 tolerance
+    try:
+        _serve_real("cuda", threads=3, per_thread=4)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
