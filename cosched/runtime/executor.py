@@ -23,6 +23,7 @@ from cosched.errors import ConfigError, DeviceError
 from cosched.execution.bindings import bind_inputs, collect_outputs
 from cosched.execution.kernels import device_only, host_values, load_constants
 from cosched.execution.malloc import keep_freed_memory, release_freed_memory
+from cosched.execution.sharing import root
 from cosched.execution.traced import TaskTracer, shared_constants
 from cosched.ir.graph import Graph
 from cosched.runtime.chrome_trace import TaskTiming, write_trace
@@ -123,9 +124,10 @@ class Executor:
             from cosched.runtime.cuda import TorchCuda
 
             api = TorchCuda(self.device, program.priorities, program.num_events)
-        # traces hold the weights they read: tracing executors of one graph share one copy
-        constants = (shared_constants(self.graph, self.device) if self.trace_tasks
-                     else load_constants(self.graph, self.device))
+        # traces hold the weights they read: tracing executors of one graph share one copy,
+        # as do executors of a graph cut from another (a server's plans, one per active set)
+        shared = self.trace_tasks or root(self.graph) is not self.graph
+        constants = shared_constants(self.graph, self.device) if shared else load_constants(self.graph, self.device)
         host = host_values(self.graph.ops, constants)
         outputs = [n for t in self.graph.tenants for _, n in t.outputs]
         # shape constants stay on the host: no device copy, nothing to read back

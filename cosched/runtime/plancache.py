@@ -7,7 +7,7 @@ composed from the full plan's schedule (:func:`cosched.codegen.subset.subset_pla
 ``source="composed"``), which the server's stats report, so a set never fails for want of
 a plan.
 
-Every runner's executor runs over the plan's graph cut to its set
+Every runner's executor (the full plan's too) runs over the plan's graph cut to its set
 (:func:`cosched.ir.cut.tenant_graph`), registered as a cut of the plan's graph
 (:func:`cosched.execution.sharing.share`): weights and folded constants are loaded once,
 a task is traced once, and an onnxruntime segment that two plans cut alike is one session.
@@ -116,11 +116,10 @@ class PlanCache:
             return self._runners[key]
 
     def _build(self, key: SetKey) -> Runner:
-        if key == frozenset(self.tenants):
-            return Runner(key, "full", self.plan, self._executor(self.plan, self.graph))
-        if key in self.subsets:
-            plan, source = self.subsets[key], "compiled"
-            cut = tenant_graph(self.graph, key)
+        if key == frozenset(self.tenants):  # a cut too (of every tenant), so that it shares as the others do
+            plan, source, cut = self.plan, "full", tenant_graph(self.graph, key)
+        elif key in self.subsets:
+            plan, source, cut = self.subsets[key], "compiled", tenant_graph(self.graph, key)
         else:
             (plan, cut), source = subset_plan(self.plan, self.graph, key), "composed"
         return Runner(key, source, plan, self._executor(plan, share(cut, self.graph)))

@@ -17,6 +17,7 @@ from cosched.execution.compare import compare_outputs
 from cosched.execution.ort import available as ort_available
 from cosched.ir.cut import tenant_graph
 from cosched.runtime import SequentialExecutor
+from cosched.runtime.executor import Executor
 from cosched.runtime.plancache import PlanCache
 
 NAMES = ["resnet50", "mobilenet_v2", "dlrm"]
@@ -119,3 +120,16 @@ def test_requests_are_checked_naming_tenant_and_tensor(served: cosched.CompiledP
         cache.runner(frozenset({"gpt"}))
     with pytest.raises(ConfigError, match=r"unknown tenant\(s\) \['gpt'\]"):
         PlanCache(served.plan, served.graph, slo_ms={"gpt": 3.0})
+
+
+def test_runners_share_weights_without_traces_too(served: cosched.CompiledPlan) -> None:
+    """On CUDA tasks are not traced; a set's executor must still not load its weights again."""
+    cache = PlanCache(served.plan, served.graph, served.subsets,
+                      executor=lambda plan, graph: Executor(plan, graph, trace_tasks=False))
+    try:
+        full = cache.runner(frozenset(NAMES)).executor
+        for key in SETS[:-1]:
+            cut = cache.runner(key).executor
+            assert cut.constants and all(v is full.constants[n] for n, v in cut.constants.items())
+    finally:
+        cache.close()
