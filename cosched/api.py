@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import cosched.calibration as calibration
-from cosched.codegen import graph_for_plan, load_plan, lower
+from cosched.codegen import Plan, graph_for_plan, load_plan, lower
+from cosched.codegen.serving import SetKey, lower_subset, read_serve_file, serve_sets, set_label
 from cosched.compiled import CompiledPlan, check_device
 from cosched.costmodel import DeviceSpec
 from cosched.costmodel.select import resolve_comm_model, resolve_cost_model
@@ -31,6 +32,7 @@ from cosched.runtime.memory import check_fits, device_memory
 from cosched.search import CostTable, SearchConfig, optimize
 from cosched.search.multidevice import DeviceSearchResult, Variant, optimize_splits
 from cosched.search.splitting import forced_split, split_choices
+from cosched.search.subsets import search_subset
 
 __all__ = ["compile", "load"]
 
@@ -87,10 +89,30 @@ def compile(models: Sequence[ModelSource], options: CompileOptions | None = None
         **_device_sections(result, targets),
     )
     stages.lap("lowering")
+    subsets = _serve_plans(table, config, plan, options, provider) if options.serve else {}
+    if options.serve:
+        stages.lap("serve_plans")
     log.info("compiled %d tenants, %d tasks in %.1f s (%s)", len(graph.tenants), len(graph.tasks), stages.total,
              ", ".join(f"{name} {s:.1f} s" for name, s in stages.laps.items()))
     return CompiledPlan(plan, graph, search=result, cost_model=model.name, compile_s=stages.total,
-                        stages_s=stages.laps)
+                        stages_s=stages.laps, subsets=subsets, serve_slo_ms=options.slo_ms if options.serve else None)
+
+
+def _serve_plans(table: CostTable, config: SearchConfig, plan: Plan, options: CompileOptions,
+                 provider: str) -> dict[SetKey, Plan]:
+    """A plan for each set of :func:`~cosched.codegen.serving.serve_sets`, searched as the
+    whole mix was (the same costs and search budget; SLOs of the set's tenants, best effort)."""
+    sets = serve_sets(plan.tenants)
+    plans = {}
+    for i, tenants in enumerate(sets, 1):
+        found = search_subset(table, tenants, config)
+        plans[tenants] = lower_subset(table.graph, found, device=plan.device, import_options=plan.import_options,
+                                      latency_critical=options.slo_ms, provider=provider)
+        if not found.result.slo_met:
+            log.warning("serving set %s: no plan meets its SLOs; kept the best one", set_label(tenants, plan.tenants))
+        log.info("serving set %d/%d %s: %d streams, predicted %.2f ms", i, len(sets),
+                 set_label(tenants, plan.tenants), len(plans[tenants].streams), found.result.sim.makespan)
+    return plans
 
 
 class _StageTimer:
@@ -201,4 +223,6 @@ def load(directory: str | Path) -> CompiledPlan:
     graph = graph_for_plan(plan)
     index = int(plan.device.get("index", 0))
     check_fits(graph, device_memory(plan.device_kind, index), f"this machine ({plan.device_kind})")
-    return CompiledPlan(plan, graph, directory=Path(directory))
+    subsets, slo_ms = read_serve_file(plan.base_dir or directory, plan)
+    return CompiledPlan(plan, graph, directory=Path(directory), subsets=subsets,
+                        serve_slo_ms=slo_ms if subsets else None)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cosched.codegen import Plan, emit_python, save_plan
+from cosched.codegen.serving import SERVE_FILE, serve_json, set_label
 from cosched.errors import ConfigError, DeviceError, RuntimeFailure
 from cosched.execution.bindings import (
     check_finite,
@@ -40,7 +41,8 @@ class CompiledPlan:
 
     def __init__(self, plan: Plan, graph: Graph, *, search: Any = None, cost_model: str = "",
                  compile_s: float | None = None, stages_s: Mapping[str, float] | None = None,
-                 directory: Path | None = None) -> None:
+                 directory: Path | None = None, subsets: Mapping[frozenset[str], Plan] | None = None,
+                 serve_slo_ms: Mapping[str, float] | None = None) -> None:
         self.plan = plan
         self.graph = graph
         self.search = search
@@ -48,6 +50,10 @@ class CompiledPlan:
         self.compile_s = compile_s
         self.stages_s = dict(stages_s or {})
         self.directory = directory
+        #: the plans of sets of tenants (``compile(serve=True)``), by set: :meth:`serve`'s plan cache
+        self.subsets = dict(subsets or {})
+        #: the SLOs the set plans were searched for (None: not compiled to serve)
+        self.serve_slo_ms = None if serve_slo_ms is None else dict(serve_slo_ms)
         self.measured: dict[str, Any] = {}
         #: what the last :meth:`run` found non-finite (NaN / inf), one message per tensor
         self.last_warnings: list[str] = []
@@ -180,9 +186,11 @@ class CompiledPlan:
     def save(self, directory: str | Path, *, copy_models: bool = True) -> Path:
         """Write plan.json, plan_module.py, the models (or references) and report.json as
         the directory ``directory``, replacing it whole (see :func:`cosched.codegen.save_plan`)."""
+        extra = {"report.json": json.dumps(self.report(), indent=2) + "\n"}
+        if self.subsets:  # the plan cache of serve(): serve.json (cosched.codegen.serving)
+            extra[SERVE_FILE] = serve_json(self.subsets, self.plan.tenants, self.serve_slo_ms or {})
         path = save_plan(self.plan, directory, copy_models=copy_models, module_source=emit_python(self.plan),
-                         extra_files={"report.json": json.dumps(self.report(), indent=2) + "\n"},
-                         graph=self.graph)
+                         extra_files=extra, graph=self.graph)
         self.directory = Path(directory)
         return path
 
@@ -214,6 +222,10 @@ class CompiledPlan:
             report["interference_violations"] = len(self.search.violations)
             if hasattr(self.search, "caps"):  # a multi-device search: placement, memory, baselines
                 report["multi_device"] = self.search.report()
+        if self.subsets:
+            report["serve"] = {set_label(key, self.plan.tenants): {
+                "streams": len(plan.streams), "predicted_ms": plan.predicted_ms.get("plan")}
+                for key, plan in sorted(self.subsets.items(), key=lambda kv: (len(kv[0]), sorted(kv[0])))}
         if self.measured:
             report["measured"] = self.measured
         return report
@@ -240,6 +252,34 @@ class CompiledPlan:
         device = DeviceSpec.detect(self.executor.device.type)
         with ProfileStore(store) as opened:
             return write_back(opened, device, analyse(self.graph), timings, per_stream)
+
+    def serve(self, *, slo_ms: Mapping[str, float] | None = None, queue_size: int = 64, priorities: bool = True,
+              warm: bool = True) -> Any:
+        """A server of this plan (:class:`cosched.runtime.serve.Server`): ``submit(tenant,
+        inputs) -> Future``, ``stats()``, ``close()``. Each dispatch runs the plan of the set
+        of tenants with requests waiting, from this plan's cache (``compile(serve=True)``), or
+        composed from this plan's schedule when the set has none (:mod:`cosched.runtime.plancache`).
+
+        ``slo_ms`` (tenant -> ms) are the latency objectives the server reports attainment of
+        and orders dispatches by; by default those the plan was compiled with. ``queue_size``
+        bounds each tenant's waiting requests; ``priorities`` turns the SLO rule on;
+        ``warm`` builds (and runs once) every cached plan's executor before serving, so the
+        first requests do not pay for it."""
+        from cosched.runtime.plancache import PlanCache
+        from cosched.runtime.serve import Server
+
+        if self.plan.devices:
+            raise ConfigError(f"serve() runs one-device plans; this plan runs on {len(self.plan.devices)} devices")
+        check_device(self.plan)
+        slos = dict(slo_ms if slo_ms is not None else (self.serve_slo_ms or self._search_slos()))
+        cache = PlanCache(self.plan, self.graph, self.subsets, slo_ms=slos)
+        if warm:
+            cache.warm()
+        return Server(cache, queue_size=queue_size, priorities=priorities)
+
+    def _search_slos(self) -> dict[str, float]:
+        report = getattr(self.search, "slo_report", None) or {}
+        return {t: slo for t, (slo, _) in report.items()}
 
     def timeline(self) -> list[dict[str, Any]]:
         """The predicted timeline: one row per task with tenant, stream and times in ms."""

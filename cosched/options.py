@@ -121,6 +121,11 @@ class CompileOptions:
     (to cut its latency): ``"tensor"``, ``"pipeline"``, ``"embedding-row"`` or
     ``"embedding-table"`` (:mod:`cosched.ir.sharding`). Other tenants are split only when they
     fit no device; held as a read-only copy."""
+    serve: bool = False
+    """Also search a plan for each set of tenants a server may find active (every proper
+    subset up to 5 tenants, else each tenant alone and each pair;
+    :mod:`cosched.codegen.serving`), kept with the plan for :meth:`CompiledPlan.serve
+    <cosched.compiled.CompiledPlan.serve>`. One device only."""
 
     def __post_init__(self) -> None:
         _check_kinds(self)
@@ -171,6 +176,8 @@ def _check_kinds(options: CompileOptions) -> None:
         raise OptionError("objective", f"must be 'makespan' or 'pareto', got {options.objective!r}")
     if options.provider not in PROVIDER_CHOICES:
         raise OptionError("provider", f"must be {', '.join(map(repr, PROVIDER_CHOICES))}, got {options.provider!r}")
+    if not isinstance(options.serve, bool):
+        raise OptionError("serve", f"must be True or False, got {options.serve!r}")
 
 
 def _check_ranges(options: CompileOptions) -> None:
@@ -219,6 +226,9 @@ def _check_devices(options: CompileOptions) -> None:
     if splits and (devices is None or len(devices) < 2):
         raise OptionError("splits", "applies to the devices of a multi-device plan; give two or more", see="devices")
     object.__setattr__(options, "splits", MappingProxyType(dict(splits)))
+    if options.serve and devices is not None and len(devices) >= 2:
+        raise OptionError("serve", "serves one-device plans; a multi-device plan has no plans per set of tenants "
+                                   "yet (drop devices, or serve)", see="devices")
 
 
 def _checked_slos(slo_ms: Any) -> Mapping[str, float]:

@@ -24,6 +24,7 @@ FLAGS = {
     "profile_budget_s": "--profile-budget", "measure": "--measure", "in_situ": "--no-in-situ",
     "provider": "--provider", "progress": "--quiet", "devices": "--devices", "memory_cap": "--memory-cap",
     "device_spec": "--device-spec", "comm_model": "--comm-model", "splits": "--split",
+    "serve": "--serve",
 }
 
 EPILOG = """\
@@ -100,6 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--split", action="extend", nargs="+", default=[], metavar="TENANT=KIND",
                         help="split TENANT over every device of --devices even when it fits one: tensor, "
                              "pipeline, embedding-row or embedding-table (repeatable)")
+    parser.add_argument("--serve", action="store_true", default=DEFAULTS.serve,
+                        help="also search a plan for each set of tenants a server may find active (every "
+                             "proper subset up to 5 tenants, else each alone and each pair), kept in the plan "
+                             "directory's serve.json for CompiledPlan.serve() (one device only)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=_main)
 
@@ -130,7 +135,7 @@ def options_from_args(args: argparse.Namespace) -> CompileOptions:
             study=args.study, profile_budget_s=args.profile_budget_s, measure=args.measure, in_situ=args.in_situ,
             provider=args.provider, progress=not args.quiet, devices=_devices(args.devices),
             memory_cap=_memory_cap(args.memory_cap), device_spec=args.device_spec, comm_model=args.comm_model,
-            splits=parse_assignments(args.split, "--split", "bert=tensor"),
+            splits=parse_assignments(args.split, "--split", "bert=tensor"), serve=args.serve,
         )
     except OptionError as exc:
         raise ConfigError(exc.worded(_flag(exc, args), exc.see and FLAGS[exc.see])) from None

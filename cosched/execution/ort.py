@@ -31,6 +31,7 @@ import os
 import statistics
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,10 +41,11 @@ import numpy as np
 import torch
 
 from cosched.errors import CoschedError, UnsupportedOpError
+from cosched.execution.sharing import root
 from cosched.ir.graph import Graph, Task
 from cosched.ir.onnx_io import ops_model
 
-__all__ = ["OrtSegment", "available", "build_segment", "segment_task_times", "session_options"]
+__all__ = ["OrtSegment", "available", "build_segment", "segment_task_times", "session_options", "shared_segment"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,23 @@ def build_segment(graph: Graph, task_ids: Sequence[int], threads: int,
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnsupportedOpError(f"onnxruntime cannot load {what}: {first}") from exc
     return OrtSegment(tuple(task_ids), inputs, outputs, model, ops, session)
+
+
+_SEGMENTS: weakref.WeakKeyDictionary[Graph, dict[tuple[tuple[int, ...], int], OrtSegment]] = (
+    weakref.WeakKeyDictionary())
+
+
+def shared_segment(graph: Graph, task_ids: Sequence[int], threads: int,
+                   constants: Mapping[str, torch.Tensor | np.ndarray]) -> OrtSegment:
+    """:func:`build_segment`, built once per graph (its root where it is a cut of another,
+    :mod:`cosched.execution.sharing`), tasks and threads: every executor of a graph, and of
+    its cuts, runs one session per segment (each session holds a copy of its weights).
+    Sessions are safe to run from several threads; they live as long as the root does."""
+    per_graph = _SEGMENTS.setdefault(root(graph), {})
+    key = (tuple(task_ids), int(threads))
+    if key not in per_graph:
+        per_graph[key] = build_segment(graph, task_ids, threads, constants)
+    return per_graph[key]
 
 
 def _array(value: torch.Tensor | np.ndarray) -> np.ndarray:

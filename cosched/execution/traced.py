@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from cosched.execution.kernels import Kernel, load_constants
+from cosched.execution.sharing import root
 from cosched.ir.graph import Graph, Task
 
 __all__ = ["TaskTracer", "TracedTask", "example_inputs", "provide_constants", "shared_constants", "trace_task"]
@@ -194,11 +195,13 @@ def shared_constants(graph: Graph, device: torch.device) -> dict[str, torch.Tens
     """The graph's weights and folded constants on ``device``, loaded once per graph and
     device and shared by every tracing executor of the graph: its traces hold these very
     tensors, so executors that share them hold the weights once. They live as long as the
-    graph does. Callers must not modify the tensors (no kernel writes into its inputs)."""
-    per_graph = _CONSTANTS.setdefault(graph, {})
+    graph does. Callers must not modify the tensors (no kernel writes into its inputs). A
+    graph cut from another (:func:`cosched.execution.sharing.share`) gets its root's values,
+    which hold the cut's and its other tenants'."""
+    per_graph = _CONSTANTS.setdefault(root(graph), {})
     key = str(device)
     if key not in per_graph:
-        per_graph[key] = load_constants(graph, device)
+        per_graph[key] = load_constants(root(graph), device)
     return per_graph[key]
 
 
@@ -207,8 +210,9 @@ class TaskTracer:
     """Traces tasks on ``device``; ``traced`` and ``eager`` count the outcomes of its calls,
     and ``reasons`` maps each task left op by op to why.
 
-    Traces are cached per graph (weakly), device and task across tracers, so every executor
-    of one graph shares them; they close over :func:`shared_constants`.
+    Traces are cached per graph (weakly; a cut graph uses its root's,
+    :mod:`cosched.execution.sharing`), device and task across tracers, so every executor of
+    one graph shares them; they close over :func:`shared_constants`.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -218,7 +222,7 @@ class TaskTracer:
 
     def trace(self, graph: Graph, task: Task, kernels: Sequence[Kernel]) -> TracedTask | None:
         """The traced ``task`` (``kernels`` are its ops, in order), or None to run it op by op."""
-        per_graph = _TRACES.setdefault(graph, {})
+        per_graph = _TRACES.setdefault(root(graph), {})  # a cut's tasks trace as its root's
         key = (str(self.device), tuple(task.ops))
         if key not in per_graph:
             values = shared_constants(graph, self.device)

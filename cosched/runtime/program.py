@@ -104,7 +104,7 @@ def build_programs(graph: Graph, tracer: TaskTracer | None = None,
     ids, see :func:`cosched.codegen.steps.segments`) runs as one onnxruntime session with
     ``threads`` intra-op threads over ``constants``; a segment onnxruntime cannot load runs
     as torch tasks instead (logged; ``provider`` then says ``"torch"``)."""
-    from cosched.execution.ort import build_segment  # local: it brings in onnx
+    from cosched.execution.ort import shared_segment  # local: it brings in onnx
 
     kernels = {k.op.name: k for k in prepare_kernels(graph.ops, host=host, device=device)}
     task_of = {name: t.id for t in graph.tasks for op in t.ops for name in graph.op(op).outputs}
@@ -112,7 +112,7 @@ def build_programs(graph: Graph, tracer: TaskTracer | None = None,
     covered: dict[int, int] = {}
     for segment in segments:
         try:
-            heads[segment[0]] = build_segment(graph, segment, threads, constants or {})
+            heads[segment[0]] = shared_segment(graph, segment, threads, constants or {})
         except UnsupportedOpError as exc:
             log.warning("%s; these tasks run on torch kernels", exc)
             continue

@@ -23,7 +23,7 @@ NAMES = ["resnet50", "bert", "dlrm"]
 @pytest.fixture(scope="module")
 def compiled() -> cosched.CompiledPlan:
     plan = cosched.compile([zoo.export(n, size="tiny") for n in NAMES], names=NAMES, cost_model="roofline",
-                           trials=6, max_streams=3, slo_ms={"bert": 50.0}, best_effort=True)
+                           trials=6, max_streams=3, slo_ms={"bert": 50.0}, best_effort=True, in_situ=False)
     assert len(plan.plan.streams) >= 2
     return plan
 
