@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import serve
 from benchmarks.serve import Burst, max_sustained, schedule, summarise_run, tenant_rates
-from benchmarks.serve_systems import QueueWorkers, available, response_error
+from benchmarks.serve_systems import QueueWorkers, available, response_error, serving_available
 from cosched.errors import ConfigError, RuntimeFailure
 
 
@@ -190,9 +190,7 @@ def test_the_wait_for_responses_is_bounded_and_counts_what_never_finished() -> N
 
 # ------------------------------------------------------------------------------ end to end
 def test_the_cli_serves_the_tiny_mix_with_every_request_answered(tmp_path: Path) -> None:
-    from cosched.compiled import CompiledPlan
-
-    systems = ["fcfs", "per-tenant", "ort"] + (["cosched"] if hasattr(CompiledPlan, "serve") else [])
+    systems = ["fcfs", "per-tenant", "ort"] + (["cosched"] if serving_available() else [])
     out, png = tmp_path / "out", tmp_path / "curve.png"
     code = serve.main(["--mix", "tiny", "--rate", "8", "--duration", "2", "--systems", *systems, "--trials", "2",
                        "--cost-model", "roofline", "--solo-iters", "3", "--warmup", "1", "--pool", "3",
