@@ -18,9 +18,12 @@ __all__ = [
     "OptionError",
     "PlanError",
     "ProfileError",
+    "QueueFull",
     "RuntimeFailure",
     "SLOError",
     "ScheduleError",
+    "ServeError",
+    "ServerClosed",
     "ShapeError",
     "UnsupportedOpError",
 ]
@@ -98,3 +101,16 @@ class PlanError(CoschedError):
 
 class RuntimeFailure(CoschedError):
     """Execution of a plan failed: a worker or rank raised or timed out."""
+
+
+class ServeError(CoschedError):
+    """A request a server (:mod:`cosched.runtime.serve`) did not run: refused or cancelled."""
+
+
+class QueueFull(ServeError):
+    """A request rejected because its tenant's queue already holds as many requests as the
+    server's ``queue_size`` allows (backpressure: submit slower or raise ``queue_size``)."""
+
+
+class ServerClosed(ServeError):
+    """A request submitted after ``close()``, or still queued when ``close()`` cancelled it."""

@@ -209,5 +209,10 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("interference_violations"):
         lines.append(f"  {report['interference_violations']} co-running pair(s) exceed the interference "
                      "threshold (no schedule avoided them)")
-    lines.append(f"wrote {report['plan_dir']} (plan.json, plan_module.py, models/, report.json)")
+    serve = report.get("serve", {})
+    if serve:
+        lines.append(f"plans for serving ({len(serve)} sets of tenants, predicted makespan):")
+        lines += [f"  {name:40s} {row['predicted_ms']:.3f} ms, {row['streams']} stream(s)" for name, row in serve.items()]
+    files = "plan.json, plan_module.py, models/, report.json" + (", serve.json" if serve else "")
+    lines.append(f"wrote {report['plan_dir']} ({files})")
     return "\n".join(lines)

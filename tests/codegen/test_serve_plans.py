@@ -106,7 +106,9 @@ def test_serve_is_for_one_device() -> None:
 
 def test_the_cli_flag_writes_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = [str(zoo.export(n, size="tiny")) for n in ("mobilenet_v2", "dlrm")]
-    assert cli_main(["-q", "compile", *files, "-o", str(tmp_path / "plan"), "--cost-model", "roofline",
+    assert cli_main(["compile", *files, "-o", str(tmp_path / "plan"), "--cost-model", "roofline",
                      "--trials", "0", "--serve", "--slo", f"{Path(files[1]).stem}=30"]) == 0
+    out = capsys.readouterr().out
+    assert "plans for serving (2 sets of tenants" in out and "serve.json)" in out
     loaded = cosched.load(tmp_path / "plan")
     assert len(loaded.subsets) == 2 and loaded.serve_slo_ms == {Path(files[1]).stem: 30.0}

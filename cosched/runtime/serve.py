@@ -1,0 +1,462 @@
+"""Serving: requests that arrive on their own, run by the plan of the tenants that have work.
+
+A plan runs one round in which every tenant has one query. Real traffic is not like that:
+each tenant's requests arrive on their own schedule and some tenants are idle. :class:`Server`
+queues each request under its tenant and one dispatcher thread repeatedly takes the requests
+waiting at that moment, at most one per tenant (the oldest of each), and runs the plan of
+exactly that *active set* (:meth:`PlanSet.runner`), so idle tenants cost nothing.
+
+Requests of one tenant are never batched together: a plan is compiled for one batch shape
+and a request already carries a whole batch of that shape.
+
+When tenants have latency objectives (``slo_ms``), :func:`choose_active` may leave some
+waiting tenants for the next dispatch so that the most urgent one meets its deadline (the
+rule is in its docstring). Every submitted request ends in exactly one of: completed, failed
+(its dispatch raised), rejected (its queue was full) or cancelled (by ``close()`` or by the
+caller's ``Future.cancel()`` before it ran); :meth:`Server.stats` counts each, with latency
+percentiles and SLO attainment per tenant, as the serving literature reports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from cosched.errors import ConfigError, QueueFull, RuntimeFailure, ServerClosed
+
+__all__ = ["PlanSet", "Runner", "Server", "ServerStats", "TenantStats", "choose_active", "set_name"]
+
+log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+
+#: latencies kept per tenant for percentiles; past it a uniform sample is kept (reservoir)
+MAX_SAMPLES = 1_000_000
+#: weight of the newest measured run time in a set's moving average: follows drift, damps noise
+EWMA_WEIGHT = 0.25
+
+
+class Runner(Protocol):
+    """The plan of one active set, ready to run (an executor inside)."""
+
+    tenants: frozenset[str]
+    source: str  # "compiled" (found by the search) or "composed" (made by the runtime from the full plan)
+
+    def run(self, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]: ...
+
+
+class PlanSet(Protocol):
+    """Plans for every set of active tenants (:class:`cosched.runtime.plancache.PlanCache`)."""
+
+    tenants: tuple[str, ...]
+    slo_ms: Mapping[str, float]
+
+    def check_request(self, tenant: str, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]: ...
+
+    def predicted_ms(self, active: frozenset[str]) -> float | None: ...
+
+    def runner(self, active: frozenset[str]) -> Runner: ...
+
+    def sources(self) -> dict[frozenset[str], str]: ...
+
+    def close(self) -> None: ...
+
+
+def set_name(tenants: frozenset[str] | Sequence[str]) -> str:
+    """How stats and logs name an active set: its sorted tenant names joined by ``+``."""
+    return "+".join(sorted(tenants))
+
+
+def choose_active(candidates: Sequence[tuple[str, float]], now_ms: float,
+                  estimate_ms: Callable[[frozenset[str]], float | None]) -> frozenset[str]:
+    """The tenants to dispatch now, from ``candidates``: (tenant, deadline in ms) of each
+    waiting tenant's oldest request, in the order they were submitted (``math.inf``: no SLO).
+
+    The rule: let U be the most urgent candidate (earliest deadline; ties by submit order).
+    If U would miss its deadline running with every candidate (``now + est(all) > deadline``)
+    but would meet it in a smaller set, drop the least urgent candidates (latest deadline
+    first) until U meets it; the dropped wait for the next dispatch. Otherwise every
+    candidate goes: when the estimate of all is unknown, when U meets its deadline anyway,
+    and when no smaller set with a known estimate would meet it (shrinking would then cost
+    throughput and save no deadline). Tenants without an SLO are dropped first, so under a
+    sustained overload of urgent work they wait: that is what priorities mean.
+    """
+    order = sorted(range(len(candidates)), key=lambda i: candidates[i][1])  # stable: ties by submit order
+    ranked = [candidates[i] for i in order]
+    everyone = frozenset(t for t, _ in ranked)
+    deadline = ranked[0][1] if ranked else math.inf
+    if len(ranked) < 2 or math.isinf(deadline):
+        return everyone
+    est_all = estimate_ms(everyone)
+    if est_all is None or now_ms + est_all <= deadline:
+        return everyone
+    for keep in range(len(ranked) - 1, 0, -1):
+        subset = frozenset(t for t, _ in ranked[:keep])
+        est = estimate_ms(subset)
+        if est is not None and now_ms + est <= deadline:
+            return subset
+    return everyone
+
+
+@dataclass(frozen=True)
+class TenantStats:
+    """One tenant's requests. Latencies are submit -> result over completed requests;
+    queueing is submit -> dispatch start and execution dispatch start -> end, averaged over
+    completed requests. ``slo_attainment`` is the share of finished requests (completed,
+    failed, rejected or cancelled) that completed within ``slo_ms``; None without an SLO or
+    before any request finished. ``pending``: queued or running when the stats were taken."""
+
+    tenant: str
+    submitted: int
+    completed: int
+    failed: int
+    rejected: int
+    cancelled: int
+    pending: int
+    slo_ms: float | None
+    slo_attainment: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_queue_ms: float | None
+    mean_exec_ms: float | None
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """A snapshot of a server's counters. ``per_set``: dispatches per active set (named by
+    :func:`set_name`); ``sources``: whether each set that ran had a plan found by the search
+    (``"compiled"``) or one the runtime composed from the full plan (``"composed"``)."""
+
+    tenants: tuple[TenantStats, ...]
+    dispatches: int
+    per_set: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def composed(self) -> tuple[str, ...]:
+        """The sets that ran on a composed plan (no plan for them was compiled)."""
+        return tuple(sorted(s for s, src in self.sources.items() if src == "composed"))
+
+    def tenant(self, name: str) -> TenantStats:
+        for t in self.tenants:
+            if t.tenant == name:
+                return t
+        raise ConfigError(f"no tenant {name!r} in these stats; tenants: {[t.tenant for t in self.tenants]}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (numbers, strings, None)."""
+        return {"tenants": {t.tenant: asdict(t) for t in self.tenants}, "dispatches": self.dispatches,
+                "per_set": dict(self.per_set), "sources": dict(self.sources), "composed": list(self.composed)}
+
+    def format(self) -> str:
+        """A small text table, one row per tenant, then the dispatches per active set."""
+        head = ("tenant", "submitted", "done", "failed", "rejected", "cancelled", "p50 ms", "p95 ms", "p99 ms",
+                "queue ms", "exec ms", "slo ms", "slo met")
+        rows = [head] + [(t.tenant, str(t.submitted), str(t.completed), str(t.failed), str(t.rejected),
+                          str(t.cancelled), _num(t.p50_ms), _num(t.p95_ms), _num(t.p99_ms), _num(t.mean_queue_ms),
+                          _num(t.mean_exec_ms), _num(t.slo_ms),
+                          "-" if t.slo_attainment is None else f"{100 * t.slo_attainment:.1f}%")
+                         for t in self.tenants]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                 for r in rows]
+        sets = ", ".join(f"{s}: {n}" + (" (composed)" if self.sources.get(s) == "composed" else "")
+                         for s, n in sorted(self.per_set.items()))
+        lines.append(f"dispatches: {self.dispatches}" + (f" ({sets})" if sets else ""))
+        return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+class _Samples:
+    """Up to ``MAX_SAMPLES`` latencies; past that a uniform reservoir sample (algorithm R,
+    seeded, so runs are repeatable), which keeps percentiles unbiased in bounded memory."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.seen = 0
+        self._rng = random.Random(0)
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        if len(self.values) < MAX_SAMPLES:
+            self.values.append(value)
+        else:
+            j = self._rng.randrange(self.seen)
+            if j < MAX_SAMPLES:
+                self.values[j] = value
+
+
+@dataclass
+class _Counts:
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    rejected: int = 0
+    cancelled: int = 0
+    met_slo: int = 0
+    queue_ms: float = 0.0
+    exec_ms: float = 0.0
+    latencies: _Samples = field(default_factory=_Samples)
+
+
+@dataclass(eq=False)
+class _Request:
+    tenant: str
+    inputs: dict[str, np.ndarray]
+    future: Future[Outputs]
+    submitted: float  # clock seconds
+
+
+class Server:
+    """Serves requests on the plans of ``plans`` (see the module docstring).
+
+    ``submit`` is thread-safe and never blocks on execution. A request whose tenant already
+    has ``queue_size`` requests queued is rejected: its future is returned already failed
+    with :class:`~cosched.errors.QueueFull` (counted as rejected), so that a load generator
+    handles refusal and failure the same way, through the future. Bad requests (unknown
+    tenant, wrong inputs) raise at once and are not counted; so does ``submit`` after
+    ``close()`` (:class:`~cosched.errors.ServerClosed`). The arrays of a request are read
+    when it runs: do not modify them after submitting.
+
+    ``priorities``: order dispatches by the SLOs (:func:`choose_active`); without, every
+    waiting tenant goes in each dispatch. ``clock`` (seconds) is injectable for tests.
+    """
+
+    def __init__(self, plans: PlanSet, *, queue_size: int = 64, priorities: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+        self._plans = plans
+        self._tenants = tuple(plans.tenants)
+        self._slo = {t: float(plans.slo_ms[t]) for t in self._tenants if t in plans.slo_ms}
+        self.queue_size = queue_size
+        self.priorities = priorities
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queues: dict[str, deque[_Request]] = {t: deque() for t in self._tenants}
+        self._counts = {t: _Counts() for t in self._tenants}
+        self._per_set: dict[str, int] = {}
+        self._sources: dict[str, str] = {}
+        self._dispatches = 0
+        self._measured_ms: dict[frozenset[str], float] = {}  # EWMA of run times per set
+        self._predicted: dict[frozenset[str], float | None] = {}
+        self._closing = False
+        self._close_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="cosched-serve", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def submit(self, tenant: str, inputs: Mapping[str, Any]) -> Future[Outputs]:
+        """Queue one request; its future gives that tenant's outputs (name -> array)."""
+        checked = self._plans.check_request(tenant, inputs)
+        if tenant not in self._queues:
+            raise ConfigError(f"unknown tenant {tenant!r}: the plan serves {list(self._tenants)}")
+        future: Future[Outputs] = Future()
+        with self._cond:
+            if self._closing:
+                raise ServerClosed(f"request for tenant {tenant!r} submitted after close(); the server is closed")
+            queue, counts = self._queues[tenant], self._counts[tenant]
+            counts.submitted += 1
+            if len(queue) >= self.queue_size:  # requests the caller cancelled free their places first
+                kept = [r for r in queue if not r.future.cancelled()]
+                counts.cancelled += len(queue) - len(kept)
+                queue.clear()
+                queue.extend(kept)
+            if len(queue) >= self.queue_size:
+                counts.rejected += 1
+                future.set_exception(QueueFull(
+                    f"tenant {tenant!r}: queue full ({len(queue)} requests pending, queue_size={self.queue_size}); "
+                    "request rejected: submit more slowly or raise queue_size"))
+                return future
+            queue.append(_Request(tenant, checked, future, self._clock()))
+            self._cond.notify()
+        return future
+
+    def close(self, cancel_pending: bool = False, timeout_s: float | None = None) -> None:
+        """Stop accepting requests, then stop the dispatcher and close the plans.
+
+        By default every queued request runs first. With ``cancel_pending``, queued requests
+        are failed with :class:`~cosched.errors.ServerClosed` instead; the dispatch already
+        running always completes (a run cannot be interrupted). ``timeout_s`` bounds the wait
+        for the queue to drain: requests still queued then are failed the same way. Every
+        future is done when this returns (unless called from a future's callback, which runs
+        on the dispatcher thread: it then returns at once). Idempotent.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if cancel_pending:
+            self._cancel_queued("cancelled by close() before it ran")
+        if threading.current_thread() is self._thread:
+            return
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._cancel_queued(f"cancelled: close() timed out after {timeout_s} s before it ran")
+            self._thread.join()
+        if self._close_error is not None:
+            error, self._close_error = self._close_error, None
+            raise error
+
+    def stats(self) -> ServerStats:
+        """Counters, latency percentiles and SLO attainment so far (a consistent snapshot)."""
+        with self._cond:  # copied under the lock, percentiles outside it
+            snap = [(t, replace(c, latencies=_Samples()), list(c.latencies.values)) for t, c in self._counts.items()]
+            per_set, sources, dispatches = dict(self._per_set), dict(self._sources), self._dispatches
+        return ServerStats(tuple(self._tenant_stats(t, c, lat) for t, c, lat in snap), dispatches, per_set, sources)
+
+    def _tenant_stats(self, tenant: str, c: _Counts, latencies: list[float]) -> TenantStats:
+        finished = c.completed + c.failed + c.rejected + c.cancelled
+        slo = self._slo.get(tenant)
+        p50, p95, p99 = (float(v) for v in np.percentile(latencies, [50, 95, 99])) if latencies else (None,) * 3
+        return TenantStats(
+            tenant, c.submitted, c.completed, c.failed, c.rejected, c.cancelled, c.submitted - finished, slo,
+            None if slo is None or finished == 0 else c.met_slo / finished, p50, p95, p99,
+            c.queue_ms / c.completed if c.completed else None, c.exec_ms / c.completed if c.completed else None)
+
+    def _cancel_queued(self, reason: str) -> None:
+        with self._cond:
+            queued = [r for q in self._queues.values() for r in q]
+            for q in self._queues.values():
+                q.clear()
+            for r in queued:
+                self._counts[r.tenant].cancelled += 1
+        for r in queued:  # outside the lock: callbacks run here and may call submit
+            if r.future.set_running_or_notify_cancel():  # False: the caller cancelled it already
+                r.future.set_exception(ServerClosed(f"request for tenant {r.tenant!r} {reason}"))
+
+    # -- the dispatcher thread -------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while (batch := self._next_dispatch()) is not None:
+                if batch:
+                    self._dispatch(batch)
+        except BaseException:  # a bug of the server's own: refuse new work, leave no future pending
+            log.exception("serve: the dispatcher thread failed")
+            with self._cond:
+                self._closing = True
+            self._cancel_queued("not run: the server's dispatcher thread failed (see the log)")
+            raise
+        finally:
+            try:
+                self._plans.close()
+            except Exception as e:  # reported by close(), the caller's thread
+                self._close_error = e
+
+    def _next_dispatch(self) -> list[_Request] | None:
+        """The requests of the next dispatch, popped from their queues; None when closing and
+        nothing is queued; an empty list when every candidate was cancelled meanwhile."""
+        with self._cond:
+            while not any(self._queues.values()):
+                if self._closing:
+                    return None
+                self._cond.wait()
+            heads = sorted((q[0] for q in self._queues.values() if q), key=lambda r: r.submitted)
+            active = self._choose(heads) if self.priorities else frozenset(r.tenant for r in heads)
+            batch = []
+            for r in heads:
+                if r.tenant not in active:
+                    continue
+                self._queues[r.tenant].popleft()
+                if r.future.set_running_or_notify_cancel():
+                    batch.append(r)
+                else:  # the caller cancelled it while it was queued
+                    self._counts[r.tenant].cancelled += 1
+            if len(active) < len(heads):
+                log.debug("serve: %s goes, of %s waiting, to meet an SLO", set_name(active),
+                          set_name([r.tenant for r in heads]))
+            return batch
+
+    def _choose(self, heads: list[_Request]) -> frozenset[str]:
+        candidates = [(r.tenant, 1000 * r.submitted + self._slo.get(r.tenant, math.inf)) for r in heads]
+        return choose_active(candidates, 1000 * self._clock(), self._estimate_ms)
+
+    def _estimate_ms(self, active: frozenset[str]) -> float | None:
+        if active in self._measured_ms:
+            return self._measured_ms[active]
+        if active not in self._predicted:
+            self._predicted[active] = self._plans.predicted_ms(active)
+        return self._predicted[active]
+
+    def _dispatch(self, batch: list[_Request]) -> None:
+        active = frozenset(r.tenant for r in batch)
+        name = set_name(active)
+        start = ran = self._clock()
+        source: str | None = None
+        try:
+            runner = self._plans.runner(active)
+            source = runner.source
+            ran = self._clock()
+            outputs: dict[str, dict[str, np.ndarray]] | None = runner.run({r.tenant: r.inputs for r in batch})
+            end = self._clock()
+            error: Exception | None = None
+        except Exception as e:
+            outputs, end, error = None, self._clock(), e
+        results: list[tuple[_Request, Outputs | Exception]] = []
+        for r in batch:
+            if error is not None:
+                results.append((r, _failure(f"the dispatch of active set {name} failed", error)))
+            elif outputs is None or r.tenant not in outputs:
+                results.append((r, RuntimeFailure(f"the plan of active set {name} returned no outputs for tenant "
+                                                  f"{r.tenant!r}")))
+            else:
+                results.append((r, outputs[r.tenant]))
+        with self._cond:  # counted before the futures complete, so done futures imply consistent stats
+            self._dispatches += 1
+            self._per_set[name] = self._per_set.get(name, 0) + 1
+            if source is not None:
+                self._sources[name] = source
+            if error is None:
+                run_ms = 1000 * (end - ran)
+                old = self._measured_ms.get(active)
+                self._measured_ms[active] = run_ms if old is None else old + EWMA_WEIGHT * (run_ms - old)
+            for r, result in results:
+                self._count(r, result, start, end)
+        log.debug("serve: dispatch %d ran %s (%s) in %.2f ms%s", self._dispatches, name, source,
+                  1000 * (end - start), f", failed: {error}" if error else "")
+        for r, result in results:
+            if isinstance(result, Exception):
+                r.future.set_exception(result)
+            else:
+                r.future.set_result(result)
+
+    def _count(self, r: _Request, result: Outputs | Exception, start: float, end: float) -> None:
+        counts = self._counts[r.tenant]
+        if isinstance(result, Exception):
+            counts.failed += 1
+            return
+        latency = 1000 * (end - r.submitted)
+        counts.completed += 1
+        counts.latencies.add(latency)
+        counts.queue_ms += 1000 * (start - r.submitted)
+        counts.exec_ms += 1000 * (end - start)
+        slo = self._slo.get(r.tenant)
+        if slo is not None and latency <= slo:
+            counts.met_slo += 1
+
+
+def _failure(message: str, error: Exception) -> RuntimeFailure:
+    failure = RuntimeFailure(f"{message}: {type(error).__name__}: {error}")
+    failure.__cause__ = error
+    return failure
