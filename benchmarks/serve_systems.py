@@ -5,7 +5,10 @@ tenant's outputs, output name -> array) and ``close()``. Each is built from a pr
 directory (``plan/``, the saved cosched plan, and ``meta.json`` with the tenants' ONNX files)
 inside the child process that measures it, so nothing else shares its process:
 
-- ``cosched``: ``cosched.load(plan).serve()``, the plan cache and SLO priorities of the runtime.
+- ``cosched``: ``cosched.load(plan).serve()``, the plan cache and SLO priorities of the runtime,
+  one dispatch at a time.
+- ``cosched-lanes``: the same with ``lanes`` = the number of cores: a request of an idle tenant
+  starts beside a running dispatch instead of waiting for it, the cores shared between them.
 - ``fcfs``: one worker thread, one global FIFO queue, one request at a time; each tenant run by
   cosched's sequential executor of its own tenant graph, on the plan's provider, every core.
   First-come-first-served, the scheduler every serving paper compares against.
@@ -45,7 +48,7 @@ from cosched.errors import ConfigError, CoschedError, RuntimeFailure
 __all__ = ["SYSTEMS", "QueueWorkers", "System", "available", "build_system", "cores", "response_error", "run_child",
            "serving_available", "solo_child"]
 
-SYSTEMS = ("cosched", "fcfs", "per-tenant", "ort")
+SYSTEMS = ("cosched", "cosched-lanes", "fcfs", "per-tenant", "ort")
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, Any]], Outputs]
 
@@ -68,7 +71,7 @@ def available(system: str, device: str) -> str | None:
         raise ConfigError(f"unknown system {system!r}; systems are {', '.join(SYSTEMS)}")
     if system == "ort" and device != "cpu":
         return "ort: skipped on cuda (cosched runs onnxruntime on CPU only, so there is no like-for-like session)"
-    if system == "cosched" and not serving_available():
+    if system.startswith("cosched") and not serving_available():
         return "cosched: skipped, this cosched has no server (CompiledPlan.serve, cosched.runtime.serve)"
     return None
 
@@ -141,11 +144,12 @@ def build_system(name: str, work: Path, meta: Mapping[str, Any]) -> System:
     reason = available(name, meta["device"])
     if reason is not None:
         raise ConfigError(reason)
-    if name == "cosched":
+    if name.startswith("cosched"):
         import cosched
 
         # the SLOs the benchmark scores against, not whatever else the plan may carry
-        return cosched.load(work / "plan").serve(slo_ms=meta["slo_ms"])  # type: ignore[no-any-return]
+        lanes = cores() if name == "cosched-lanes" else 1
+        return cosched.load(work / "plan").serve(slo_ms=meta["slo_ms"], lanes=lanes)  # type: ignore[no-any-return]
     if name == "ort":
         return _ort(meta)
     return _sequential(name, work, meta)

@@ -26,21 +26,30 @@ from typing import Any
 import numpy as np
 
 from cosched.codegen.plan import Plan
-from cosched.codegen.serving import SetKey, set_label
+from cosched.codegen.serving import SetKey
 from cosched.codegen.subset import subset_plan
 from cosched.errors import ConfigError, InputError
+from cosched.execution import sharing
 from cosched.execution.bindings import (
     check_finite,
     check_index_inputs,
     random_inputs,
     validate_inputs,
 )
-from cosched.execution.sharing import share
 from cosched.ir.cut import checked_tenants, tenant_graph
 from cosched.ir.graph import Graph
-from cosched.runtime.executor import Executor
+from cosched.runtime.executor import Executor, default_threads
 
-__all__ = ["PlanCache", "Runner"]
+__all__ = ["PlanCache", "Runner", "share_threads"]
+
+
+def share_threads(streams: int, share: int) -> int | None:
+    """Intra-op threads per stream of a plan of ``streams`` streams that runs beside
+    ``share - 1`` other plans: the cores split evenly among every stream running, at least
+    one; None (the executor's default, the cores shared by the plan's streams alone) when it
+    runs alone or the split gives no fewer threads than that."""
+    threads = default_threads(streams * share)
+    return None if share <= 1 or threads >= default_threads(streams) else threads
 
 
 @dataclass
@@ -66,13 +75,15 @@ class PlanCache:
     """Runners by set of tenants over one plan (see the module docstring).
 
     ``subsets`` are the set plans compiled with the plan (``CompiledPlan.subsets``);
-    ``slo_ms`` the tenants' latency objectives; ``executor`` builds an executor of a plan
-    over its graph (default :class:`Executor`; tests pass their own).
+    ``slo_ms`` the tenants' latency objectives; ``executor(plan, graph, threads)`` builds an
+    executor of a plan over its graph with ``threads`` intra-op threads per stream (None: the
+    executor's default, the cores shared by the plan's streams); by default
+    :class:`Executor`, tests pass their own.
     """
 
     def __init__(self, plan: Plan, graph: Graph, subsets: Mapping[SetKey, Plan] | None = None, *,
                  slo_ms: Mapping[str, float] | None = None,
-                 executor: Callable[[Plan, Graph], Executor] | None = None) -> None:
+                 executor: Callable[[Plan, Graph, int | None], Executor] | None = None) -> None:
         if plan.devices:
             raise ConfigError(f"a server runs one-device plans; this plan runs on {len(plan.devices)} devices")
         self.plan = plan
@@ -84,9 +95,10 @@ class PlanCache:
         self.subsets: dict[SetKey, Plan] = {frozenset(k): v for k, v in (subsets or {}).items()}
         for key in self.subsets:
             checked_tenants(self.tenants, key, "the plan")
-        self._executor = executor or (lambda p, g: Executor(p, g))
+        self._executor = executor or (lambda p, g, threads: Executor(p, g, threads_per_stream=threads))
         self._single = {t: tenant_graph(graph, [t]) for t in self.tenants}  # to check requests against
-        self._runners: dict[SetKey, Runner] = {}
+        self._runners: dict[tuple[SetKey, int | None], Runner] = {}
+        self._sets: dict[SetKey, tuple[Plan, str, Graph]] = {}
         self._lock = threading.Lock()
 
     def check_request(self, tenant: str, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -107,37 +119,45 @@ class PlanCache:
         plan = self.plan if key == frozenset(self.tenants) else self.subsets.get(key)
         return None if plan is None else plan.predicted_ms.get("plan")
 
-    def runner(self, active: SetKey) -> Runner:
-        """The runner of ``active`` (built on first use, then kept)."""
+    def runner(self, active: SetKey, share: int = 1) -> Runner:
+        """The runner of ``active`` (built on first use, then kept). ``share`` > 1: the plan
+        runs beside ``share - 1`` other dispatches, so its streams take ``1 / share`` of the
+        cores (:func:`share_threads`): a runner of its own, whose onnxruntime sessions have
+        that many threads."""
         key = checked_tenants(self.tenants, active, "the plan")
         with self._lock:
-            if key not in self._runners:
-                self._runners[key] = self._build(key)
-            return self._runners[key]
+            plan, source, cut = self._plan_of(key)
+            threads = share_threads(len(plan.streams), share)
+            if (key, threads) not in self._runners:
+                self._runners[key, threads] = Runner(key, source, plan,
+                                                     self._executor(plan, sharing.share(cut, self.graph), threads))
+            return self._runners[key, threads]
 
-    def _build(self, key: SetKey) -> Runner:
-        if key == frozenset(self.tenants):  # a cut too (of every tenant), so that it shares as the others do
-            plan, source, cut = self.plan, "full", tenant_graph(self.graph, key)
-        elif key in self.subsets:
-            plan, source, cut = self.subsets[key], "compiled", tenant_graph(self.graph, key)
-        else:
-            (plan, cut), source = subset_plan(self.plan, self.graph, key), "composed"
-        return Runner(key, source, plan, self._executor(plan, share(cut, self.graph)))
+    def _plan_of(self, key: SetKey) -> tuple[Plan, str, Graph]:
+        """(plan, source, the graph cut to the set) of a set, made once (a composed plan too)."""
+        if key not in self._sets:
+            if key == frozenset(self.tenants):  # a cut too (of every tenant), so that it shares as the others do
+                self._sets[key] = self.plan, "full", tenant_graph(self.graph, key)
+            elif key in self.subsets:
+                self._sets[key] = self.subsets[key], "compiled", tenant_graph(self.graph, key)
+            else:
+                plan, cut = subset_plan(self.plan, self.graph, key)
+                self._sets[key] = plan, "composed", cut
+        return self._sets[key]
 
     def sources(self) -> dict[SetKey, str]:
         """Every runner built so far -> its source."""
         with self._lock:
-            return {key: r.source for key, r in self._runners.items()}
+            return {key: r.source for (key, _), r in self._runners.items()}
 
-    def warm(self) -> None:
-        """Build the runner of the full plan and of every cached set, and run each once on
-        random inputs (traces and sessions specialise on early runs)."""
+    def warm(self, shares: int = 1) -> None:
+        """Build the runners of the full plan and of every cached set, at each share of the
+        device from 1 to ``shares`` (a server's lanes), and run each once on random inputs
+        (traces and sessions specialise on early runs)."""
         for key in [frozenset(self.tenants), *self.subsets]:
-            runner = self.runner(key)
-            runner.run(random_inputs(tenant_graph(self.graph, key)))
-
-    def describe(self, key: SetKey) -> str:
-        return set_label(key, self.tenants)
+            feed = random_inputs(tenant_graph(self.graph, key))
+            for share in range(1, shares + 1):
+                self.runner(key, share).run(feed)
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,12 @@ queues each request under its tenant and one dispatcher thread repeatedly takes 
 waiting at that moment, at most one per tenant (the oldest of each), and runs the plan of
 exactly that *active set* (:meth:`PlanSet.runner`), so idle tenants cost nothing.
 
+With ``lanes`` > 1, up to that many dispatches run at once, each on tenants the others are
+not running (a tenant's requests still run one at a time, in order). A request that arrives
+while a long dispatch runs then starts at once instead of waiting for it; a dispatch that
+starts beside others runs its plan with the cores shared among the running dispatches
+(``share``, :meth:`PlanSet.runner`), so the lanes do not oversubscribe the device.
+
 Requests of one tenant are never batched together: a plan is compiled for one batch shape
 and a request already carries a whole batch of that shape.
 
@@ -65,7 +71,9 @@ class PlanSet(Protocol):
 
     def predicted_ms(self, active: frozenset[str]) -> float | None: ...
 
-    def runner(self, active: frozenset[str]) -> Runner: ...
+    def runner(self, active: frozenset[str], share: int = 1) -> Runner: ...
+    """``share``: how many dispatches run at once, this one included; the runner's plan
+    takes that share of the device (its threads)."""
 
     def sources(self) -> dict[frozenset[str], str]: ...
 
@@ -142,6 +150,8 @@ class ServerStats:
     dispatches: int
     per_set: dict[str, int] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    #: dispatches that started while another lane's ran (``lanes`` > 1)
+    overlapped: int = 0
 
     @property
     def composed(self) -> tuple[str, ...]:
@@ -157,7 +167,8 @@ class ServerStats:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (numbers, strings, None)."""
         return {"tenants": {t.tenant: asdict(t) for t in self.tenants}, "dispatches": self.dispatches,
-                "per_set": dict(self.per_set), "sources": dict(self.sources), "composed": list(self.composed)}
+                "overlapped": self.overlapped, "per_set": dict(self.per_set), "sources": dict(self.sources),
+                "composed": list(self.composed)}
 
     def format(self) -> str:
         """A small text table, one row per tenant, then the dispatches per active set."""
@@ -173,7 +184,8 @@ class ServerStats:
                  for r in rows]
         sets = ", ".join(f"{s}: {n}" + (" (composed)" if self.sources.get(s) == "composed" else "")
                          for s, n in sorted(self.per_set.items()))
-        lines.append(f"dispatches: {self.dispatches}" + (f" ({sets})" if sets else ""))
+        lines.append(f"dispatches: {self.dispatches}" + (f" ({sets})" if sets else "")
+                     + (f"; {self.overlapped} beside another" if self.overlapped else ""))
         return "\n".join(lines)
 
 
@@ -233,13 +245,16 @@ class Server:
     when it runs: do not modify them after submitting.
 
     ``priorities``: order dispatches by the SLOs (:func:`choose_active`); without, every
-    waiting tenant goes in each dispatch. ``clock`` (seconds) is injectable for tests.
+    waiting tenant goes in each dispatch. ``lanes``: how many dispatches may run at once
+    (see the module docstring). ``clock`` (seconds) is injectable for tests.
     """
 
-    def __init__(self, plans: PlanSet, *, queue_size: int = 64, priorities: bool = True,
+    def __init__(self, plans: PlanSet, *, queue_size: int = 64, priorities: bool = True, lanes: int = 1,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise ConfigError(f"lanes must be an integer >= 1, got {lanes!r}")
         self._plans = plans
         self._tenants = tuple(plans.tenants)
         self._slo = {t: float(plans.slo_ms[t]) for t in self._tenants if t in plans.slo_ms}
@@ -256,8 +271,15 @@ class Server:
         self._predicted: dict[frozenset[str], float | None] = {}
         self._closing = False
         self._close_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._serve, name="cosched-serve", daemon=True)
-        self._thread.start()
+        self.lanes = lanes
+        self._running: set[str] = set()  # tenants of the dispatches running now
+        self._busy = 0                    # dispatches running now
+        self._overlapped = 0
+        self._alive = lanes               # lane threads not yet stopped; the last one closes the plans
+        self._threads = [threading.Thread(target=self._serve, name="cosched-serve" + (f"-{i}" if i else ""),
+                                          daemon=True) for i in range(lanes)]
+        for thread in self._threads:
+            thread.start()
 
     def __enter__(self) -> Server:
         return self
@@ -308,12 +330,15 @@ class Server:
             self._cond.notify_all()
         if cancel_pending:
             self._cancel_queued("cancelled by close() before it ran")
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() in self._threads:
             return
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
             self._cancel_queued(f"cancelled: close() timed out after {timeout_s} s before it ran")
-            self._thread.join()
+            for thread in self._threads:
+                thread.join()
         if self._close_error is not None:
             error, self._close_error = self._close_error, None
             raise error
@@ -323,7 +348,9 @@ class Server:
         with self._cond:  # copied under the lock, percentiles outside it
             snap = [(t, replace(c, latencies=_Samples()), list(c.latencies.values)) for t, c in self._counts.items()]
             per_set, sources, dispatches = dict(self._per_set), dict(self._sources), self._dispatches
-        return ServerStats(tuple(self._tenant_stats(t, c, lat) for t, c, lat in snap), dispatches, per_set, sources)
+            overlapped = self._overlapped
+        return ServerStats(tuple(self._tenant_stats(t, c, lat) for t, c, lat in snap), dispatches, per_set, sources,
+                           overlapped)
 
     def _tenant_stats(self, tenant: str, c: _Counts, latencies: list[float]) -> TenantStats:
         finished = c.completed + c.failed + c.rejected + c.cancelled
@@ -350,29 +377,43 @@ class Server:
     def _serve(self) -> None:
         try:
             while (batch := self._next_dispatch()) is not None:
-                if batch:
-                    self._dispatch(batch)
+                requests, share = batch
+                try:
+                    if requests:
+                        self._dispatch(requests, share)
+                finally:
+                    with self._cond:
+                        self._running.difference_update(r.tenant for r in requests)
+                        self._busy -= 1
+                        self._cond.notify_all()
         except BaseException:  # a bug of the server's own: refuse new work, leave no future pending
             log.exception("serve: the dispatcher thread failed")
             with self._cond:
                 self._closing = True
+                self._cond.notify_all()
             self._cancel_queued("not run: the server's dispatcher thread failed (see the log)")
             raise
         finally:
-            try:
-                self._plans.close()
-            except Exception as e:  # reported by close(), the caller's thread
-                self._close_error = e
+            with self._cond:
+                self._alive -= 1
+                last = self._alive == 0
+            if last:
+                try:
+                    self._plans.close()
+                except Exception as e:  # reported by close(), the caller's thread
+                    self._close_error = e
 
-    def _next_dispatch(self) -> list[_Request] | None:
-        """The requests of the next dispatch, popped from their queues; None when closing and
-        nothing is queued; an empty list when every candidate was cancelled meanwhile."""
+    def _next_dispatch(self) -> tuple[list[_Request], int] | None:
+        """The requests of the next dispatch, popped from their queues, and how many
+        dispatches run with it (itself included); None when closing and nothing is queued.
+        The list is empty when every candidate was cancelled meanwhile. Only tenants that no
+        other lane is running are candidates."""
         with self._cond:
-            while not any(self._queues.values()):
-                if self._closing:
+            while not (ready := [t for t, q in self._queues.items() if q and t not in self._running]):
+                if self._closing and not any(self._queues.values()):
                     return None
                 self._cond.wait()
-            heads = sorted((q[0] for q in self._queues.values() if q), key=lambda r: r.submitted)
+            heads = sorted((self._queues[t][0] for t in ready), key=lambda r: r.submitted)
             active = self._choose(heads) if self.priorities else frozenset(r.tenant for r in heads)
             batch = []
             for r in heads:
@@ -386,7 +427,11 @@ class Server:
             if len(active) < len(heads):
                 log.debug("serve: %s goes, of %s waiting, to meet an SLO", set_name(active),
                           set_name([r.tenant for r in heads]))
-            return batch
+            self._running.update(r.tenant for r in batch)
+            self._busy += 1
+            if self._busy > 1:
+                self._overlapped += 1
+            return batch, self._busy
 
     def _choose(self, heads: list[_Request]) -> frozenset[str]:
         candidates = [(r.tenant, 1000 * r.submitted + self._slo.get(r.tenant, math.inf)) for r in heads]
@@ -399,13 +444,13 @@ class Server:
             self._predicted[active] = self._plans.predicted_ms(active)
         return self._predicted[active]
 
-    def _dispatch(self, batch: list[_Request]) -> None:
+    def _dispatch(self, batch: list[_Request], share: int = 1) -> None:
         active = frozenset(r.tenant for r in batch)
         name = set_name(active)
         start = ran = self._clock()
         source: str | None = None
         try:
-            runner = self._plans.runner(active)
+            runner = self._plans.runner(active, share) if share > 1 else self._plans.runner(active)
             source = runner.source
             ran = self._clock()
             outputs: dict[str, dict[str, np.ndarray]] | None = runner.run({r.tenant: r.inputs for r in batch})

@@ -190,7 +190,7 @@ def test_the_wait_for_responses_is_bounded_and_counts_what_never_finished() -> N
 
 # ------------------------------------------------------------------------------ end to end
 def test_the_cli_serves_the_tiny_mix_with_every_request_answered(tmp_path: Path) -> None:
-    systems = ["fcfs", "per-tenant", "ort"] + (["cosched"] if serving_available() else [])
+    systems = ["fcfs", "per-tenant", "ort"] + (["cosched", "cosched-lanes"] if serving_available() else [])
     out, png = tmp_path / "out", tmp_path / "curve.png"
     code = serve.main(["--mix", "tiny", "--rate", "8", "--duration", "2", "--systems", *systems, "--trials", "2",
                        "--cost-model", "roofline", "--solo-iters", "3", "--warmup", "1", "--pool", "3",

@@ -55,9 +55,11 @@ class FakePlanSet:
         self.clock, self.run_ms, self.fail, self.sleep_s = clock, run_ms, fail, sleep_s
         self.gate = threading.Event()
         self.gate.set()
+        self.hold: set[str] | None = None  # when set, the gate holds only runs of these tenants
         self.ran: list[frozenset[str]] = []          # the active set of every run, in order
         self.seen: list[tuple[str, float]] = []      # (tenant, x[0]) of every input a run received
         self.runner_threads: set[str] = set()
+        self.shares: list[tuple[frozenset[str], int]] = []  # (active set, share) of every runner asked for
         self.closed = 0
         self._runners: dict[frozenset[str], FakeRunner] = {}
         self._started = threading.Condition()
@@ -72,8 +74,9 @@ class FakePlanSet:
     def predicted_ms(self, active: frozenset[str]) -> float | None:
         return self.predicted.get(active)
 
-    def runner(self, active: frozenset[str]) -> FakeRunner:
+    def runner(self, active: frozenset[str], share: int = 1) -> FakeRunner:
         self.runner_threads.add(threading.current_thread().name)
+        self.shares.append((active, share))
         if active not in self._runners:
             self._runners[active] = FakeRunner(self, active, "composed" if active in self.composed else "compiled")
         return self._runners[active]
@@ -90,7 +93,8 @@ class FakePlanSet:
             self.ran.append(active)
             self.seen.extend((t, float(np.asarray(inputs[t]["x"]).flat[0])) for t in sorted(active))
             self._started.notify_all()
-        self.gate.wait()
+        if self.hold is None or active & self.hold:
+            self.gate.wait()
         if self.sleep_s:
             threading.Event().wait(self.sleep_s)
         if self.clock is not None and self.run_ms is not None:

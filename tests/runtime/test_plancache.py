@@ -17,8 +17,8 @@ from cosched.execution.compare import compare_outputs
 from cosched.execution.ort import available as ort_available
 from cosched.ir.cut import tenant_graph
 from cosched.runtime import SequentialExecutor
-from cosched.runtime.executor import Executor
-from cosched.runtime.plancache import PlanCache
+from cosched.runtime.executor import Executor, default_threads
+from cosched.runtime.plancache import PlanCache, share_threads
 
 NAMES = ["resnet50", "mobilenet_v2", "dlrm"]
 SETS = [frozenset(c) for k in (1, 2, 3) for c in itertools.combinations(NAMES, k)]
@@ -125,11 +125,29 @@ def test_requests_are_checked_naming_tenant_and_tensor(served: cosched.CompiledP
 def test_runners_share_weights_without_traces_too(served: cosched.CompiledPlan) -> None:
     """On CUDA tasks are not traced; a set's executor must still not load its weights again."""
     cache = PlanCache(served.plan, served.graph, served.subsets,
-                      executor=lambda plan, graph: Executor(plan, graph, trace_tasks=False))
+                      executor=lambda plan, graph, threads: Executor(plan, graph, trace_tasks=False))
     try:
         full = cache.runner(frozenset(NAMES)).executor
         for key in SETS[:-1]:
             cut = cache.runner(key).executor
             assert cut.constants and all(v is full.constants[n] for n, v in cut.constants.items())
+    finally:
+        cache.close()
+
+
+def test_a_runner_beside_others_takes_its_share_of_the_cores(served: cosched.CompiledPlan) -> None:
+    assert share_threads(1, 1) is None and share_threads(2, 1) is None
+    assert share_threads(1, 2) == (default_threads(2) if default_threads(2) < default_threads(1) else None)
+    cache = PlanCache(served.plan, served.graph, served.subsets)
+    try:
+        key = frozenset({"dlrm"})
+        alone, beside = cache.runner(key), cache.runner(key, share=2)
+        streams = len(alone.plan.streams)
+        assert alone.executor.backend.threads_per_stream == default_threads(streams)
+        assert beside.executor.backend.threads_per_stream == default_threads(2 * streams)
+        assert (beside is alone) == (default_threads(2 * streams) == default_threads(streams))
+        assert cache.runner(key, share=2) is beside
+        feed = _feed(served, key, 4)
+        assert compare_outputs(beside.run(feed), alone.run(feed)).agrees(1e-5)
     finally:
         cache.close()

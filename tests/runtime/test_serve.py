@@ -399,3 +399,55 @@ def test_real_plan_on_cuda_each_response_equals_its_tenant_run_alone() -> None:
         _serve_real("cuda", threads=3, per_thread=4)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def test_lanes_start_an_idle_tenant_beside_a_running_dispatch() -> None:
+    plans = FakePlanSet(AB)
+    plans.hold = {"a"}
+    plans.gate.clear()
+    with Server(plans, lanes=2) as server:
+        first_a = server.submit("a", _x(1))
+        plans.wait_started(1)
+        second_a = server.submit("a", _x(2))  # a is running: waits for it, in order
+        b = server.submit("b", _x(3))
+        assert _value(b) == 6  # ran beside the held dispatch of a
+        assert not first_a.done() and not second_a.done()
+        plans.gate.set()
+        assert (_value(first_a), _value(second_a)) == (2, 4)
+        stats = server.stats()
+    assert plans.ran == [frozenset("a"), frozenset("b"), frozenset("a")]
+    assert (frozenset("b"), 2) in plans.shares  # b took half of the device
+    assert plans.shares[0] == (frozenset("a"), 1)
+    assert stats.overlapped == 1 and "1 beside another" in stats.format()
+    assert plans.runner_threads <= {"cosched-serve", "cosched-serve-1"} and plans.closed == 1
+
+
+def test_lanes_leave_no_request_behind_under_concurrent_submitters() -> None:
+    plans = FakePlanSet(ABC, sleep_s=0.001)
+    futures: list[tuple[float, Future]] = []
+    lock = threading.Lock()
+    server = Server(plans, lanes=3, queue_size=240)
+
+    def client(k: int) -> None:
+        for i in range(40):
+            value = 1000 * k + i
+            f = server.submit(ABC[(k + i) % 3], _x(value))
+            with lock:
+                futures.append((value, f))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.close()
+    assert all(f.done() for _, f in futures) and len(futures) == 240
+    assert sorted(_value(f) for _, f in futures) == sorted(2 * v for v, _ in futures)
+    assert sorted(v for _, v in plans.seen) == sorted(v for v, _ in futures)  # each input ran exactly once
+    assert sum(t.completed for t in server.stats().tenants) == 240
+
+
+def test_lanes_must_be_a_positive_integer() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="lanes must be an integer >= 1"):
+            Server(FakePlanSet(AB), lanes=bad)
