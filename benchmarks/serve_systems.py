@@ -5,10 +5,10 @@ tenant's outputs, output name -> array) and ``close()``. Each is built from a pr
 directory (``plan/``, the saved cosched plan, and ``meta.json`` with the tenants' ONNX files)
 inside the child process that measures it, so nothing else shares its process:
 
-- ``cosched``: ``cosched.load(plan).serve()``, the plan cache and SLO priorities of the runtime,
-  one dispatch at a time.
-- ``cosched-lanes``: the same with ``lanes`` = the number of cores: a request of an idle tenant
-  starts beside a running dispatch instead of waiting for it, the cores shared between them.
+- ``cosched``: ``cosched.load(plan).serve()`` as a user calls it: the plan cache, SLO
+  priorities, and the default lanes (two on a CPU of two or more cores: a request of an idle
+  tenant starts beside a running dispatch instead of waiting for it, the cores shared).
+- ``cosched-1-lane``: the same, one dispatch at a time (``lanes=1``): what lanes add.
 - ``fcfs``: one worker thread, one global FIFO queue, one request at a time; each tenant run by
   cosched's sequential executor of its own tenant graph, on the plan's provider, every core.
   First-come-first-served, the scheduler every serving paper compares against.
@@ -48,7 +48,7 @@ from cosched.errors import ConfigError, CoschedError, RuntimeFailure
 __all__ = ["SYSTEMS", "QueueWorkers", "System", "available", "build_system", "cores", "response_error", "run_child",
            "serving_available", "solo_child"]
 
-SYSTEMS = ("cosched", "cosched-lanes", "fcfs", "per-tenant", "ort")
+SYSTEMS = ("cosched", "cosched-1-lane", "fcfs", "per-tenant", "ort")
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, Any]], Outputs]
 
@@ -148,7 +148,7 @@ def build_system(name: str, work: Path, meta: Mapping[str, Any]) -> System:
         import cosched
 
         # the SLOs the benchmark scores against, not whatever else the plan may carry
-        lanes = cores() if name == "cosched-lanes" else 1
+        lanes = 1 if name == "cosched-1-lane" else None  # None: serve()'s default
         return cosched.load(work / "plan").serve(slo_ms=meta["slo_ms"], lanes=lanes)  # type: ignore[no-any-return]
     if name == "ort":
         return _ort(meta)

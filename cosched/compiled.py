@@ -254,7 +254,7 @@ class CompiledPlan:
             return write_back(opened, device, analyse(self.graph), timings, per_stream)
 
     def serve(self, *, slo_ms: Mapping[str, float] | None = None, queue_size: int = 64, priorities: bool = True,
-              lanes: int = 1, warm: bool = True) -> Any:
+              lanes: int | None = None, warm: bool = True) -> Any:
         """A server of this plan (:class:`cosched.runtime.serve.Server`): ``submit(tenant,
         inputs) -> Future``, ``stats()``, ``close()``. Each dispatch runs the plan of the set
         of tenants with requests waiting, from this plan's cache (``compile(serve=True)``), or
@@ -264,9 +264,10 @@ class CompiledPlan:
         and orders dispatches by; by default those the plan was compiled with. ``queue_size``
         bounds each tenant's waiting requests; ``priorities`` turns the SLO rule on;
         ``lanes`` is how many dispatches (of distinct tenants) may run at once, sharing the
-        device's cores; ``warm`` builds (and runs once) every cached plan's executor before
+        device's cores (default :func:`~cosched.runtime.plancache.default_lanes`: two on a
+        CPU of two or more cores, else one); ``warm`` builds (and runs once) every cached plan's executor before
         serving, at each share of the device, so the first requests do not pay for it."""
-        from cosched.runtime.plancache import PlanCache
+        from cosched.runtime.plancache import PlanCache, default_lanes
         from cosched.runtime.serve import Server
 
         if self.plan.devices:
@@ -274,6 +275,7 @@ class CompiledPlan:
         check_device(self.plan)
         slos = dict(slo_ms if slo_ms is not None else (self.serve_slo_ms or self._search_slos()))
         cache = PlanCache(self.plan, self.graph, self.subsets, slo_ms=slos)
+        lanes = default_lanes(self.plan) if lanes is None else lanes
         server = Server(cache, queue_size=queue_size, priorities=priorities, lanes=lanes)  # checks the options
         if warm:
             try:

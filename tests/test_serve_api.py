@@ -29,11 +29,12 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> cosched.CompiledPlan:
     return cosched.load(directory)
 
 
-def test_requests_from_threads_each_get_their_own_outputs(loaded: cosched.CompiledPlan) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_requests_from_threads_each_get_their_own_outputs(loaded: cosched.CompiledPlan, lanes: int) -> None:
     alone = {t: SequentialExecutor(tenant_graph(loaded.graph, [t])) for t in NAMES}
     sent: list[tuple[str, dict, Future]] = []
     lock = threading.Lock()
-    with loaded.serve() as server:
+    with loaded.serve(lanes=lanes) as server:
         def client(seed: int) -> None:
             for i in range(6):
                 tenant = NAMES[(seed + i) % len(NAMES)]

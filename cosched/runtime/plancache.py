@@ -40,7 +40,17 @@ from cosched.ir.cut import checked_tenants, tenant_graph
 from cosched.ir.graph import Graph
 from cosched.runtime.executor import Executor, default_threads
 
-__all__ = ["PlanCache", "Runner", "share_threads"]
+__all__ = ["PlanCache", "Runner", "default_lanes", "share_threads"]
+
+
+def default_lanes(plan: Plan) -> int:
+    """How many dispatches a server of ``plan`` runs at once by default: two on a CPU of two
+    or more cores serving two or more tenants, else one. Measured on the vision mix on 2
+    cores (BENCHMARKS.md, "Serving"): two lanes met the SLO for more requests than one at
+    every load, since a small tenant's request no longer waits for a long dispatch; on CUDA
+    concurrent dispatches have not been measured, so it stays one there."""
+    cores = default_threads(1)
+    return 2 if plan.device_kind == "cpu" and cores >= 2 and len(plan.tenants) >= 2 else 1
 
 
 def share_threads(streams: int, share: int) -> int | None:

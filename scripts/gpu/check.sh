@@ -9,7 +9,8 @@
 # each under its own time budget, each going on when an earlier one failed:
 #
 #   export    the zoo models the later steps use, exported once into the zoo cache
-#   tests     the gpu-marked tests and the device-parametrised runtime tests, --device cuda
+#   tests     the gpu-marked tests (the server's on a CUDA plan too) and the device-parametrised
+#             runtime tests, --device cuda
 #   profile   cosched profile of the full zoo (batch 1) -> profile store, model, held-out metrics
 #   compile   cosched compile of the `mixed` mix with that model; cosched run of the plan
 #             eagerly and as one CUDA graph, outputs compared with sequential execution
@@ -69,11 +70,11 @@ if [ "$QUICK" = 1 ]; then
     TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py tests/runtime/test_cuda_comm.py)
 else
     MIX=mixed SIZE=full BIG_BATCH=8 TRIALS=40 ITERS=20 WARMUP=3 PROFILE_S=90
-    B_EXPORT=80 B_TESTS=70 B_PROFILE=100 B_COMPILE=45 B_BENCH=60 B_TRACE=10 B_TWO=55
+    B_EXPORT=75 B_TESTS=80 B_PROFILE=95 B_COMPILE=45 B_BENCH=60 B_TRACE=10 B_TWO=55
     # every gpu-marked test, and the tests that take --device (run_device) on the GPU; the
     # two-GPU test of test_distributed_cuda.py is left to the two-rank step, which runs the same
     TESTS=(tests/runtime/test_cuda.py tests/runtime/test_cuda_issue.py tests/runtime/test_cuda_comm.py
-           tests/execution/test_host_values.py
+           tests/execution/test_host_values.py tests/runtime/test_serve.py
            tests/runtime/test_cpu_backend.py tests/runtime/test_zoo_correctness.py
            tests/codegen/test_zoo_plans.py tests/costmodel/test_device.py)
 fi

@@ -18,7 +18,7 @@ from cosched.execution.ort import available as ort_available
 from cosched.ir.cut import tenant_graph
 from cosched.runtime import SequentialExecutor
 from cosched.runtime.executor import Executor, default_threads
-from cosched.runtime.plancache import PlanCache, share_threads
+from cosched.runtime.plancache import PlanCache, default_lanes, share_threads
 
 NAMES = ["resnet50", "mobilenet_v2", "dlrm"]
 SETS = [frozenset(c) for k in (1, 2, 3) for c in itertools.combinations(NAMES, k)]
@@ -151,3 +151,11 @@ def test_a_runner_beside_others_takes_its_share_of_the_cores(served: cosched.Com
         assert compare_outputs(beside.run(feed), alone.run(feed)).agrees(1e-5)
     finally:
         cache.close()
+
+
+def test_two_lanes_by_default_on_a_multi_core_cpu_only(served: cosched.CompiledPlan) -> None:
+    cores = default_threads(1)
+    assert default_lanes(served.plan) == (2 if cores >= 2 else 1)
+    assert default_lanes(served.plan.replace(device={**served.plan.device, "kind": "cuda"})) == 1
+    alone = served.plan.replace(models=served.plan.models[:1])
+    assert default_lanes(alone) == 1
