@@ -223,6 +223,5 @@ def load(directory: str | Path) -> CompiledPlan:
     graph = graph_for_plan(plan)
     index = int(plan.device.get("index", 0))
     check_fits(graph, device_memory(plan.device_kind, index), f"this machine ({plan.device_kind})")
-    subsets, slo_ms = read_serve_file(plan.base_dir or directory, plan)
-    return CompiledPlan(plan, graph, directory=Path(directory), subsets=subsets,
-                        serve_slo_ms=slo_ms if subsets else None)
+    subsets, slo_ms = read_serve_file(plan.base_dir or directory, plan, graph)
+    return CompiledPlan(plan, graph, directory=Path(directory), subsets=subsets, serve_slo_ms=slo_ms)

@@ -187,7 +187,7 @@ class CompiledPlan:
         """Write plan.json, plan_module.py, the models (or references) and report.json as
         the directory ``directory``, replacing it whole (see :func:`cosched.codegen.save_plan`)."""
         extra = {"report.json": json.dumps(self.report(), indent=2) + "\n"}
-        if self.subsets:  # the plan cache of serve(): serve.json (cosched.codegen.serving)
+        if self.serve_slo_ms is not None:  # compiled to serve: serve.json (cosched.codegen.serving)
             extra[SERVE_FILE] = serve_json(self.subsets, self.plan.tenants, self.serve_slo_ms or {})
         path = save_plan(self.plan, directory, copy_models=copy_models, module_source=emit_python(self.plan),
                          extra_files=extra, graph=self.graph)

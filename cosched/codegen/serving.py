@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cosched.codegen.lower import lower
+from cosched.codegen.plan import PLAN_FILE
 from cosched.codegen.plancheck import check_plan
 from cosched.codegen.planformat import Plan, plan_from_json, plan_to_json
+from cosched.codegen.rebuild import check_against_graph
 from cosched.codegen.subset import cut_import_options
 from cosched.errors import PlanError
 from cosched.ir.cut import tenant_graph
@@ -79,13 +82,16 @@ def serve_json(plans: Mapping[SetKey, Plan], order: Sequence[str], slo_ms: Mappi
     return json.dumps(data, indent=1) + "\n"
 
 
-def read_serve_file(directory: str | Path, plan: Plan) -> tuple[dict[SetKey, Plan], dict[str, float]]:
-    """The set plans and SLOs kept in ``directory``'s serve.json (none when it has no such
-    file), each plan checked and given ``plan``'s model references. A broken file is a
-    :class:`PlanError` naming the file and the entry."""
+def read_serve_file(directory: str | Path, plan: Plan, graph: Graph | None = None
+                    ) -> tuple[dict[SetKey, Plan], dict[str, float] | None]:
+    """The set plans and SLOs kept in ``directory``'s serve.json (``({}, None)`` when it has
+    no such file), each plan given ``plan``'s model references and checked: its fields
+    against one another and, with ``graph`` (the plan's), against the models cut to its
+    tenants (bindings, buffers, race-free streams), as ``cosched.load`` checks plan.json. A
+    broken file is a :class:`PlanError` naming the file and the entry."""
     path = Path(directory) / SERVE_FILE
     if not path.is_file():
-        return {}, {}
+        return {}, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -102,12 +108,19 @@ def read_serve_file(directory: str | Path, plan: Plan) -> tuple[dict[SetKey, Pla
         if not isinstance(tenants, list) or not tenants or not set(tenants) < set(plan.tenants):
             raise PlanError(f"{where}: 'tenants' must be some (not all) of the plan's {list(plan.tenants)}, "
                             f"got {tenants!r}")
-        raw = dict(entry.get("plan") or {})
+        if set_key(tenants) in plans:
+            raise PlanError(f"{where}: a second plan for tenants {sorted(tenants)}")
+        if not isinstance(entry.get("plan"), dict):
+            raise PlanError(f"{where}: 'plan' must be a plan object, got {type(entry.get('plan')).__name__}")
+        raw = dict(entry["plan"])
         raw["models"] = [m for m in plan_to_json(plan)["models"] if m["tenant"] in tenants]
         sub = check_plan(plan_from_json(raw, where, base_dir=plan.base_dir), where)
-        if set(sub.tenants) != set(tenants) or sub.device != plan.device:
-            raise PlanError(f"{where}: the plan is for tenants {list(sub.tenants)} on {dict(sub.device)}, but the "
-                            f"entry says {tenants} on the plan's device {dict(plan.device)}")
+        if set(sub.tenants) != set(tenants) or sub.device != plan.device or sub.devices or sub.comms:
+            raise PlanError(f"{where}: the plan is for tenants {list(sub.tenants)} on {dict(sub.device)}"
+                            f"{' over several devices' if sub.devices else ''}, but the entry says {tenants} on the "
+                            f"plan's one device {dict(plan.device)}")
+        if graph is not None:
+            _check_with_models(sub, tenant_graph(graph, tenants), where)
         plans[set_key(tenants)] = sub
     return plans, {str(t): float(v) for t, v in slo.items()}
 
@@ -118,5 +131,13 @@ def _without_models(plan: Plan) -> dict[str, Any]:
     return data
 
 
+def _check_with_models(plan: Plan, graph: Graph, where: str) -> None:
+    try:
+        check_against_graph(plan, graph)
+    except PlanError as exc:  # its message names plan.json; the entry is in serve.json
+        own = f"{Path(plan.base_dir) / PLAN_FILE}: " if plan.base_dir else "plan: "
+        raise PlanError(f"{where}: {str(exc).removeprefix(own)}") from None
+
+
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

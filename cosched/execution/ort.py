@@ -45,7 +45,15 @@ from cosched.execution.sharing import root
 from cosched.ir.graph import Graph, Task
 from cosched.ir.onnx_io import ops_model
 
-__all__ = ["OrtSegment", "available", "build_segment", "segment_task_times", "session_options", "shared_segment"]
+__all__ = [
+    "OrtSegment",
+    "available",
+    "build_segment",
+    "release_segments",
+    "segment_task_times",
+    "session_options",
+    "shared_segment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +160,12 @@ def shared_segment(graph: Graph, task_ids: Sequence[int], threads: int,
     if key not in per_graph:
         per_graph[key] = build_segment(graph, task_ids, threads, constants)
     return per_graph[key]
+
+
+def release_segments(graph: Graph) -> None:
+    """Forget the sessions :func:`shared_segment` keeps for ``graph`` (its root): executors
+    that hold one keep it, and the rest are freed (a server's plans, when it closes)."""
+    _SEGMENTS.pop(root(graph), None)
 
 
 def _array(value: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from cosched.execution.bindings import (
     random_inputs,
     validate_inputs,
 )
+from cosched.execution.ort import release_segments
 from cosched.ir.cut import checked_tenants, tenant_graph
 from cosched.ir.graph import Graph
 from cosched.runtime.executor import Executor, default_threads
@@ -109,6 +111,7 @@ class PlanCache:
         self._single = {t: tenant_graph(graph, [t]) for t in self.tenants}  # to check requests against
         self._runners: dict[tuple[SetKey, int | None], Runner] = {}
         self._sets: dict[SetKey, tuple[Plan, str, Graph]] = {}
+        self._building: dict[tuple[SetKey, int | None], Future[Runner]] = {}
         self._lock = threading.Lock()
 
     def check_request(self, tenant: str, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -133,27 +136,48 @@ class PlanCache:
         """The runner of ``active`` (built on first use, then kept). ``share`` > 1: the plan
         runs beside ``share - 1`` other dispatches, so its streams take ``1 / share`` of the
         cores (:func:`share_threads`): a runner of its own, whose onnxruntime sessions have
-        that many threads."""
+        that many threads. Built outside the cache's lock (building takes seconds: other
+        lanes go on meanwhile), once: a second caller of the same runner waits for the first."""
         key = checked_tenants(self.tenants, active, "the plan")
+        plan, source, cut = self._plan_of(key)
+        threads = share_threads(len(plan.streams), share)
         with self._lock:
-            plan, source, cut = self._plan_of(key)
-            threads = share_threads(len(plan.streams), share)
-            if (key, threads) not in self._runners:
-                self._runners[key, threads] = Runner(key, source, plan,
-                                                     self._executor(plan, sharing.share(cut, self.graph), threads))
-            return self._runners[key, threads]
+            if (key, threads) in self._runners:
+                return self._runners[key, threads]
+            building = self._building.get((key, threads))
+            owner = building is None
+            if owner:
+                building = self._building[key, threads] = Future()
+        assert building is not None
+        if not owner:
+            return building.result()
+        try:
+            runner = Runner(key, source, plan, self._executor(plan, sharing.share(cut, self.graph), threads))
+        except BaseException as exc:
+            with self._lock:
+                del self._building[key, threads]
+            building.set_exception(exc)
+            raise
+        with self._lock:
+            self._runners[key, threads] = runner
+            del self._building[key, threads]
+        building.set_result(runner)
+        return runner
 
     def _plan_of(self, key: SetKey) -> tuple[Plan, str, Graph]:
         """(plan, source, the graph cut to the set) of a set, made once (a composed plan too)."""
-        if key not in self._sets:
-            if key == frozenset(self.tenants):  # a cut too (of every tenant), so that it shares as the others do
-                self._sets[key] = self.plan, "full", tenant_graph(self.graph, key)
-            elif key in self.subsets:
-                self._sets[key] = self.subsets[key], "compiled", tenant_graph(self.graph, key)
-            else:
-                plan, cut = subset_plan(self.plan, self.graph, key)
-                self._sets[key] = plan, "composed", cut
-        return self._sets[key]
+        with self._lock:
+            if key in self._sets:
+                return self._sets[key]
+        if key == frozenset(self.tenants):  # a cut too (of every tenant), so that it shares as the others do
+            made = self.plan, "full", tenant_graph(self.graph, key)
+        elif key in self.subsets:
+            made = self.subsets[key], "compiled", tenant_graph(self.graph, key)
+        else:
+            plan, cut = subset_plan(self.plan, self.graph, key)
+            made = plan, "composed", cut
+        with self._lock:
+            return self._sets.setdefault(key, made)
 
     def sources(self) -> dict[SetKey, str]:
         """Every runner built so far -> its source."""
@@ -170,7 +194,11 @@ class PlanCache:
                 self.runner(key, share).run(feed)
 
     def close(self) -> None:
+        """Close every runner's executor and let go of the onnxruntime sessions of the plan's
+        graph (:func:`cosched.execution.ort.release_segments`): what no other executor uses is
+        freed."""
         with self._lock:
             runners, self._runners = list(self._runners.values()), {}
         for r in runners:
             r.executor.close()
+        release_segments(self.graph)

@@ -9,8 +9,9 @@ exactly that *active set* (:meth:`PlanSet.runner`), so idle tenants cost nothing
 With ``lanes`` > 1, up to that many dispatches run at once, each on tenants the others are
 not running (a tenant's requests still run one at a time, in order). A request that arrives
 while a long dispatch runs then starts at once instead of waiting for it; a dispatch that
-starts beside others runs its plan with the cores shared among the running dispatches
-(``share``, :meth:`PlanSet.runner`), so the lanes do not oversubscribe the device.
+starts beside others runs its plan on its share of the cores (``share``, :meth:`PlanSet.runner`):
+one that started alone keeps the threads it started with, so while both run the device may
+be oversubscribed by up to one dispatch's threads.
 
 Requests of one tenant are never batched together: a plan is compiled for one batch shape
 and a request already carries a whole batch of that shape.
@@ -143,8 +144,9 @@ class TenantStats:
 @dataclass(frozen=True)
 class ServerStats:
     """A snapshot of a server's counters. ``per_set``: dispatches per active set (named by
-    :func:`set_name`); ``sources``: whether each set that ran had a plan found by the search
-    (``"compiled"``) or one the runtime composed from the full plan (``"composed"``)."""
+    :func:`set_name`); ``sources``: whether each set that ran had the full plan (``"full"``),
+    a plan found by the search (``"compiled"``) or one the runtime composed from the full
+    plan (``"composed"``)."""
 
     tenants: tuple[TenantStats, ...]
     dispatches: int
@@ -273,6 +275,7 @@ class Server:
         self._close_error: BaseException | None = None
         self.lanes = lanes
         self._running: set[str] = set()  # tenants of the dispatches running now
+        self._held: set[str] = set()     # tenants the SLO rule keeps waiting until a dispatch ends
         self._busy = 0                    # dispatches running now
         self._overlapped = 0
         self._alive = lanes               # lane threads not yet stopped; the last one closes the plans
@@ -377,13 +380,13 @@ class Server:
     def _serve(self) -> None:
         try:
             while (batch := self._next_dispatch()) is not None:
-                requests, share = batch
+                requests, share, held = batch
                 try:
-                    if requests:
-                        self._dispatch(requests, share)
+                    self._dispatch(requests, share)
                 finally:
                     with self._cond:
                         self._running.difference_update(r.tenant for r in requests)
+                        self._held.difference_update(held)
                         self._busy -= 1
                         self._cond.notify_all()
         except BaseException:  # a bug of the server's own: refuse new work, leave no future pending
@@ -403,35 +406,42 @@ class Server:
                 except Exception as e:  # reported by close(), the caller's thread
                     self._close_error = e
 
-    def _next_dispatch(self) -> tuple[list[_Request], int] | None:
-        """The requests of the next dispatch, popped from their queues, and how many
-        dispatches run with it (itself included); None when closing and nothing is queued.
-        The list is empty when every candidate was cancelled meanwhile. Only tenants that no
-        other lane is running are candidates."""
+    def _next_dispatch(self) -> tuple[list[_Request], int, frozenset[str]] | None:
+        """The requests of the next dispatch, popped from their queues; how many dispatches
+        run with it (itself included); and the tenants the SLO rule left waiting for it, held
+        until it ends (so that no other lane runs them beside it, against the rule's
+        estimate). None when closing and nothing is queued. Only tenants that no lane is
+        running or holding are candidates."""
         with self._cond:
-            while not (ready := [t for t, q in self._queues.items() if q and t not in self._running]):
-                if self._closing and not any(self._queues.values()):
-                    return None
-                self._cond.wait()
-            heads = sorted((self._queues[t][0] for t in ready), key=lambda r: r.submitted)
-            active = self._choose(heads) if self.priorities else frozenset(r.tenant for r in heads)
-            batch = []
-            for r in heads:
-                if r.tenant not in active:
-                    continue
-                self._queues[r.tenant].popleft()
-                if r.future.set_running_or_notify_cancel():
-                    batch.append(r)
-                else:  # the caller cancelled it while it was queued
-                    self._counts[r.tenant].cancelled += 1
-            if len(active) < len(heads):
+            while True:
+                while not (ready := [t for t, q in self._queues.items()
+                                     if q and t not in self._running and t not in self._held]):
+                    if self._closing and not any(self._queues.values()):
+                        return None
+                    self._cond.wait()
+                heads = sorted((self._queues[t][0] for t in ready), key=lambda r: r.submitted)
+                active = self._choose(heads) if self.priorities else frozenset(r.tenant for r in heads)
+                batch = []
+                for r in heads:
+                    if r.tenant not in active:
+                        continue
+                    self._queues[r.tenant].popleft()
+                    if r.future.set_running_or_notify_cancel():
+                        batch.append(r)
+                    else:  # the caller cancelled it while it was queued
+                        self._counts[r.tenant].cancelled += 1
+                if batch:
+                    break
+            held = frozenset(r.tenant for r in heads) - active
+            if held:
                 log.debug("serve: %s goes, of %s waiting, to meet an SLO", set_name(active),
                           set_name([r.tenant for r in heads]))
             self._running.update(r.tenant for r in batch)
+            self._held.update(held)
             self._busy += 1
             if self._busy > 1:
                 self._overlapped += 1
-            return batch, self._busy
+            return batch, self._busy, held
 
     def _choose(self, heads: list[_Request]) -> frozenset[str]:
         candidates = [(r.tenant, 1000 * r.submitted + self._slo.get(r.tenant, math.inf)) for r in heads]
@@ -455,8 +465,8 @@ class Server:
             ran = self._clock()
             outputs: dict[str, dict[str, np.ndarray]] | None = runner.run({r.tenant: r.inputs for r in batch})
             end = self._clock()
-            error: Exception | None = None
-        except Exception as e:
+            error: BaseException | None = None
+        except BaseException as e:  # the batch's futures complete below whatever it was
             outputs, end, error = None, self._clock(), e
         results: list[tuple[_Request, Outputs | Exception]] = []
         for r in batch:
@@ -472,7 +482,7 @@ class Server:
             self._per_set[name] = self._per_set.get(name, 0) + 1
             if source is not None:
                 self._sources[name] = source
-            if error is None:
+            if error is None and share == 1:  # the rule estimates runs on the whole device
                 run_ms = 1000 * (end - ran)
                 old = self._measured_ms.get(active)
                 self._measured_ms[active] = run_ms if old is None else old + EWMA_WEIGHT * (run_ms - old)
@@ -485,6 +495,8 @@ class Server:
                 r.future.set_exception(result)
             else:
                 r.future.set_result(result)
+        if error is not None and not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: after
+            raise error                                               # every future of the batch is done
 
     def _count(self, r: _Request, result: Outputs | Exception, start: float, end: float) -> None:
         counts = self._counts[r.tenant]
@@ -501,7 +513,7 @@ class Server:
             counts.met_slo += 1
 
 
-def _failure(message: str, error: Exception) -> RuntimeFailure:
+def _failure(message: str, error: BaseException) -> RuntimeFailure:
     failure = RuntimeFailure(f"{message}: {type(error).__name__}: {error}")
     failure.__cause__ = error
     return failure

@@ -57,6 +57,14 @@ def test_the_plan_cache_is_saved_and_loaded_with_the_plan(served: cosched.Compil
     assert all(p.models == tuple(m for m in loaded.plan.models if m.tenant in k) for k, p in loaded.subsets.items())
 
 
+def test_one_tenant_compiled_to_serve_keeps_its_slo(tmp_path: Path) -> None:
+    one = cosched.compile([zoo.export("dlrm", size="tiny")], names=["dlrm"], cost_model="roofline", trials=0,
+                          serve=True, slo_ms={"dlrm": 9.0})
+    one.save(tmp_path / "plan")
+    loaded = cosched.load(tmp_path / "plan")
+    assert loaded.subsets == {} and loaded.serve_slo_ms == {"dlrm": 9.0}
+
+
 def test_a_plan_without_serve_has_no_cache(tmp_path: Path) -> None:
     plain = cosched.compile([zoo.export("dlrm", size="tiny")], names=["dlrm"], cost_model="roofline", trials=0)
     plain.save(tmp_path / "plan")
@@ -70,6 +78,10 @@ def test_a_plan_without_serve_has_no_cache(tmp_path: Path) -> None:
     (lambda d: d["plans"][1].update(tenants=["resnet50"]), r"plans\[1\]: .*is for tenants|plans\[1\]"),
     (lambda d: d.update(slo_ms={"dlrm": -1}), "slo_ms must map tenants"),
     (lambda d: d["plans"][0]["plan"]["streams"].clear(), r"plans\[0\]"),
+    (lambda d: d["plans"].append(d["plans"][0]), r"plans\[6\]: a second plan for tenants"),
+    (lambda d: d["plans"][0].update(plan=[1]), r"plans\[0\]: 'plan' must be a plan object, got list"),
+    (lambda d: d.update(slo_ms={"dlrm": float("inf")}), "slo_ms must map tenants"),
+    (lambda d: d["plans"][0]["plan"]["inputs"][0].update(tensor="resnet50/nothing"), r"plans\[0\]: inputs"),
 ])
 def test_a_broken_serve_file_is_named(served: cosched.CompiledPlan, tmp_path: Path, edit, message) -> None:
     served.save(tmp_path / "plan")

@@ -451,3 +451,22 @@ def test_lanes_must_be_a_positive_integer() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="lanes must be an integer >= 1"):
             Server(FakePlanSet(AB), lanes=bad)
+
+
+def test_a_tenant_the_rule_left_waiting_does_not_run_beside_the_urgent_one() -> None:
+    clock = FakeClock()
+    plans = FakePlanSet(ABC, slo_ms={"a": 10}, clock=clock,
+                        predicted={frozenset("ac"): 50, frozenset("a"): 5, frozenset("c"): 5})
+    plans.hold = {"a"}
+    plans.gate.clear()
+    server = Server(plans, lanes=2, clock=clock)
+    with server._cond:  # both queued before either lane looks (the condition's lock is reentrant)
+        late, urgent = server.submit("c", _x(1)), server.submit("a", _x(2))
+    plans.wait_started(1)
+    assert plans.ran == [frozenset("a")]
+    threading.Event().wait(0.2)  # the idle lane had every chance to take c
+    assert plans.ran == [frozenset("a")] and not late.done()
+    plans.gate.set()
+    server.close()
+    assert (_value(urgent), _value(late)) == (4, 2)
+    assert plans.ran == [frozenset("a"), frozenset("c")] and server.stats().overlapped == 0
