@@ -48,9 +48,9 @@ __all__ = ["PlanCache", "Runner", "default_lanes", "share_threads"]
 def default_lanes(plan: Plan) -> int:
     """How many dispatches a server of ``plan`` runs at once by default: two on a CPU of two
     or more cores serving two or more tenants, else one. Measured on the vision mix on 2
-    cores (BENCHMARKS.md, "Serving"): two lanes met the SLO for more requests than one at
-    every load, since a small tenant's request no longer waits for a long dispatch; on CUDA
-    concurrent dispatches have not been measured, so it stays one there."""
+    cores (BENCHMARKS.md, "Serving under load"): two lanes left 3-7x fewer requests outside
+    their SLO than one at every load, since a small tenant's request no longer waits for a
+    long dispatch. On CUDA concurrent dispatches have not been measured: one there."""
     cores = default_threads(1)
     return 2 if plan.device_kind == "cpu" and cores >= 2 and len(plan.tenants) >= 2 else 1
 

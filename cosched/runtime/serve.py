@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from cosched.errors import ConfigError, QueueFull, RuntimeFailure, ServerClosed
+from cosched.runtime.servestats import Samples, ServerStats, TenantStats
 
 __all__ = ["PlanSet", "Runner", "Server", "ServerStats", "TenantStats", "choose_active", "set_name"]
 
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 Outputs = dict[str, np.ndarray]
 
-#: latencies kept per tenant for percentiles; past it a uniform sample is kept (reservoir)
-MAX_SAMPLES = 1_000_000
 #: weight of the newest measured run time in a set's moving average: follows drift, damps noise
 EWMA_WEIGHT = 0.25
 
@@ -117,103 +115,6 @@ def choose_active(candidates: Sequence[tuple[str, float]], now_ms: float,
     return everyone
 
 
-@dataclass(frozen=True)
-class TenantStats:
-    """One tenant's requests. Latencies are submit -> result over completed requests;
-    queueing is submit -> dispatch start and execution dispatch start -> end, averaged over
-    completed requests. ``slo_attainment`` is the share of finished requests (completed,
-    failed, rejected or cancelled) that completed within ``slo_ms``; None without an SLO or
-    before any request finished. ``pending``: queued or running when the stats were taken."""
-
-    tenant: str
-    submitted: int
-    completed: int
-    failed: int
-    rejected: int
-    cancelled: int
-    pending: int
-    slo_ms: float | None
-    slo_attainment: float | None
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    mean_queue_ms: float | None
-    mean_exec_ms: float | None
-
-
-@dataclass(frozen=True)
-class ServerStats:
-    """A snapshot of a server's counters. ``per_set``: dispatches per active set (named by
-    :func:`set_name`); ``sources``: whether each set that ran had the full plan (``"full"``),
-    a plan found by the search (``"compiled"``) or one the runtime composed from the full
-    plan (``"composed"``)."""
-
-    tenants: tuple[TenantStats, ...]
-    dispatches: int
-    per_set: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    #: dispatches that started while another lane's ran (``lanes`` > 1)
-    overlapped: int = 0
-
-    @property
-    def composed(self) -> tuple[str, ...]:
-        """The sets that ran on a composed plan (no plan for them was compiled)."""
-        return tuple(sorted(s for s, src in self.sources.items() if src == "composed"))
-
-    def tenant(self, name: str) -> TenantStats:
-        for t in self.tenants:
-            if t.tenant == name:
-                return t
-        raise ConfigError(f"no tenant {name!r} in these stats; tenants: {[t.tenant for t in self.tenants]}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (numbers, strings, None)."""
-        return {"tenants": {t.tenant: asdict(t) for t in self.tenants}, "dispatches": self.dispatches,
-                "overlapped": self.overlapped, "per_set": dict(self.per_set), "sources": dict(self.sources),
-                "composed": list(self.composed)}
-
-    def format(self) -> str:
-        """A small text table, one row per tenant, then the dispatches per active set."""
-        head = ("tenant", "submitted", "done", "failed", "rejected", "cancelled", "p50 ms", "p95 ms", "p99 ms",
-                "queue ms", "exec ms", "slo ms", "slo met")
-        rows = [head] + [(t.tenant, str(t.submitted), str(t.completed), str(t.failed), str(t.rejected),
-                          str(t.cancelled), _num(t.p50_ms), _num(t.p95_ms), _num(t.p99_ms), _num(t.mean_queue_ms),
-                          _num(t.mean_exec_ms), _num(t.slo_ms),
-                          "-" if t.slo_attainment is None else f"{100 * t.slo_attainment:.1f}%")
-                         for t in self.tenants]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                 for r in rows]
-        sets = ", ".join(f"{s}: {n}" + (" (composed)" if self.sources.get(s) == "composed" else "")
-                         for s, n in sorted(self.per_set.items()))
-        lines.append(f"dispatches: {self.dispatches}" + (f" ({sets})" if sets else "")
-                     + (f"; {self.overlapped} beside another" if self.overlapped else ""))
-        return "\n".join(lines)
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
-class _Samples:
-    """Up to ``MAX_SAMPLES`` latencies; past that a uniform reservoir sample (algorithm R,
-    seeded, so runs are repeatable), which keeps percentiles unbiased in bounded memory."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self.seen = 0
-        self._rng = random.Random(0)
-
-    def add(self, value: float) -> None:
-        self.seen += 1
-        if len(self.values) < MAX_SAMPLES:
-            self.values.append(value)
-        else:
-            j = self._rng.randrange(self.seen)
-            if j < MAX_SAMPLES:
-                self.values[j] = value
-
-
 @dataclass
 class _Counts:
     submitted: int = 0
@@ -224,7 +125,7 @@ class _Counts:
     met_slo: int = 0
     queue_ms: float = 0.0
     exec_ms: float = 0.0
-    latencies: _Samples = field(default_factory=_Samples)
+    latencies: Samples = field(default_factory=Samples)
 
 
 @dataclass(eq=False)
@@ -349,7 +250,7 @@ class Server:
     def stats(self) -> ServerStats:
         """Counters, latency percentiles and SLO attainment so far (a consistent snapshot)."""
         with self._cond:  # copied under the lock, percentiles outside it
-            snap = [(t, replace(c, latencies=_Samples()), list(c.latencies.values)) for t, c in self._counts.items()]
+            snap = [(t, replace(c, latencies=Samples()), list(c.latencies.values)) for t, c in self._counts.items()]
             per_set, sources, dispatches = dict(self._per_set), dict(self._sources), self._dispatches
             overlapped = self._overlapped
         return ServerStats(tuple(self._tenant_stats(t, c, lat) for t, c, lat in snap), dispatches, per_set, sources,

@@ -13,7 +13,7 @@ import pytest
 from serve_fakes import FakeClock, FakePlanSet
 
 from cosched.errors import ConfigError, InputError, QueueFull, RuntimeFailure, ServerClosed
-from cosched.runtime import serve
+from cosched.runtime import servestats
 from cosched.runtime.serve import Server, choose_active
 
 AB = ("a", "b")
@@ -314,7 +314,7 @@ def test_stats_percentiles_and_slo_attainment_on_known_latencies() -> None:
 
 
 def test_slo_attainment_counts_failed_rejected_and_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "MAX_SAMPLES", 3)
+    monkeypatch.setattr(servestats, "MAX_SAMPLES", 3)
     plans = FakePlanSet(AB, slo_ms={"a": 1e9}, fail=lambda active, inputs: float(inputs["a"]["x"].flat[0]) < 0)
     plans.gate.clear()
     server = Server(plans, queue_size=1)
