@@ -372,6 +372,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
     args.rate = sorted(set(args.rate))
+    labels = [f"{r:g}" for r in args.rate]  # how results and files name a rate
+    if len(set(labels)) < len(labels):
+        parser.error(f"--rate values must differ in their first 6 significant digits, got {args.rate}")
     args.systems = list(dict.fromkeys(args.systems))
 
 

@@ -225,7 +225,8 @@ def test_the_cli_serves_the_tiny_mix_with_every_request_answered(tmp_path: Path)
 
 
 def test_bad_arguments_are_refused_before_any_work() -> None:
-    for argv in (["--rate", "0"], ["--burst-factor", "1"], ["--repeats", "0"], ["--weights", "a"]):
+    for argv in (["--rate", "0"], ["--burst-factor", "1"], ["--repeats", "0"], ["--weights", "a"],
+                 ["--rate", "1.0000001", "1.0000002"]):
         with pytest.raises(SystemExit):
             serve.main(["--mix", "tiny", *argv])
     with pytest.raises(ConfigError, match="unknown mix"):
