@@ -9,8 +9,6 @@ inside the child process that measures it, so nothing else shares its process:
   priorities, and the default lanes (two on a CPU of two or more cores: a request of an idle
   tenant starts beside a running dispatch instead of waiting for it, the cores shared).
 - ``cosched-1-lane``: the same, one dispatch at a time (``lanes=1``): what lanes add.
-- ``cosched-urgent``: the same with ``urgent_lane=True``: a request that would miss its SLO
-  waiting for a lane starts at once beside them.
 - ``fcfs``: one worker thread, one global FIFO queue, one request at a time; each tenant run by
   cosched's sequential executor of its own tenant graph, on the plan's provider, every core.
   First-come-first-served, the scheduler every serving paper compares against.
@@ -50,7 +48,7 @@ from cosched.errors import ConfigError, CoschedError, RuntimeFailure
 __all__ = ["SYSTEMS", "QueueWorkers", "System", "available", "build_system", "cores", "response_error", "run_child",
            "serving_available", "solo_child"]
 
-SYSTEMS = ("cosched", "cosched-1-lane", "cosched-urgent", "fcfs", "per-tenant", "ort")
+SYSTEMS = ("cosched", "cosched-1-lane", "fcfs", "per-tenant", "ort")
 Outputs = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, Any]], Outputs]
 
@@ -151,8 +149,7 @@ def build_system(name: str, work: Path, meta: Mapping[str, Any]) -> System:
 
         # the SLOs the benchmark scores against, not whatever else the plan may carry
         lanes = 1 if name == "cosched-1-lane" else None  # None: serve()'s default
-        return cosched.load(work / "plan").serve(  # type: ignore[no-any-return]
-            slo_ms=meta["slo_ms"], lanes=lanes, urgent_lane=name == "cosched-urgent")
+        return cosched.load(work / "plan").serve(slo_ms=meta["slo_ms"], lanes=lanes)  # type: ignore[no-any-return]
     if name == "ort":
         return _ort(meta)
     return _sequential(name, work, meta)

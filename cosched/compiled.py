@@ -254,7 +254,7 @@ class CompiledPlan:
             return write_back(opened, device, analyse(self.graph), timings, per_stream)
 
     def serve(self, *, slo_ms: Mapping[str, float] | None = None, queue_size: int = 64, priorities: bool = True,
-              lanes: int | None = None, urgent_lane: bool = False, warm: bool = True) -> Any:
+              lanes: int | None = None, warm: bool = True) -> Any:
         """A server of this plan (:class:`cosched.runtime.serve.Server`): ``submit(tenant,
         inputs) -> Future``, ``stats()``, ``close()``. Each dispatch runs the plan of the set
         of tenants with requests waiting, from this plan's cache (``compile(serve=True)``), or
@@ -265,9 +265,7 @@ class CompiledPlan:
         bounds each tenant's waiting requests; ``priorities`` turns the SLO rule on;
         ``lanes`` is how many dispatches (of distinct tenants) may run at once, sharing the
         device's cores (default :func:`~cosched.runtime.plancache.default_lanes`: two on a
-        CPU of two or more cores, else one); ``urgent_lane`` adds a lane for a request that
-        would miss its SLO waiting for the others (:class:`~cosched.runtime.serve.Server`);
-        ``warm`` builds (and runs once) every cached plan's executor before
+        CPU of two or more cores, else one); ``warm`` builds (and runs once) every cached plan's executor before
         serving, at each share of the device, so the first requests do not pay for it."""
         from cosched.runtime.plancache import PlanCache, default_lanes
         from cosched.runtime.serve import Server
@@ -278,11 +276,10 @@ class CompiledPlan:
         slos = dict(slo_ms if slo_ms is not None else (self.serve_slo_ms or self._search_slos()))
         cache = PlanCache(self.plan, self.graph, self.subsets, slo_ms=slos)
         lanes = default_lanes(self.plan) if lanes is None else lanes
-        server = Server(cache, queue_size=queue_size, priorities=priorities, lanes=lanes,  # checks the options
-                        urgent_lane=urgent_lane)
+        server = Server(cache, queue_size=queue_size, priorities=priorities, lanes=lanes)  # checks the options
         if warm:
             try:
-                cache.warm(lanes + urgent_lane)
+                cache.warm(lanes)
             except BaseException:
                 server.close()
                 raise

@@ -49,8 +49,6 @@ Outputs = dict[str, np.ndarray]
 
 #: weight of the newest measured run time in a set's moving average: follows drift, damps noise
 EWMA_WEIGHT = 0.25
-#: how often the urgent lane looks again at waiting requests while every lane is busy (s)
-URGENT_POLL_S = 0.002
 
 
 class Runner(Protocol):
@@ -151,13 +149,11 @@ class Server:
 
     ``priorities``: order dispatches by the SLOs (:func:`choose_active`); without, every
     waiting tenant goes in each dispatch. ``lanes``: how many dispatches may run at once
-    (see the module docstring). ``urgent_lane``: one lane more, which runs only a request
-    that by the estimates would miss its SLO waiting for a lane but meets it starting now
-    (:meth:`_urgent`), beside the others. ``clock`` (seconds) is injectable for tests.
+    (see the module docstring). ``clock`` (seconds) is injectable for tests.
     """
 
     def __init__(self, plans: PlanSet, *, queue_size: int = 64, priorities: bool = True, lanes: int = 1,
-                 urgent_lane: bool = False, clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError(f"queue_size must be an integer >= 1, got {queue_size!r}")
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -184,13 +180,8 @@ class Server:
         self._busy = 0                    # dispatches running now
         self._overlapped = 0
         self._alive = lanes               # lane threads not yet stopped; the last one closes the plans
-        self._expected_end: dict[frozenset[str], float | None] = {}  # running set -> when it should end
         self._threads = [threading.Thread(target=self._serve, name="cosched-serve" + (f"-{i}" if i else ""),
                                           daemon=True) for i in range(lanes)]
-        if urgent_lane:  # one more lane, for a request that cannot wait for the others (_urgent)
-            self._threads.append(threading.Thread(target=self._serve, args=(True,), name="cosched-serve-urgent",
-                                                  daemon=True))
-            self._alive += 1
         for thread in self._threads:
             thread.start()
 
@@ -287,16 +278,15 @@ class Server:
 
     # -- the dispatcher thread -------------------------------------------------------------
 
-    def _serve(self, urgent: bool = False) -> None:
+    def _serve(self) -> None:
         try:
-            while (batch := self._next_dispatch(urgent)) is not None:
+            while (batch := self._next_dispatch()) is not None:
                 requests, share, held = batch
                 try:
                     self._dispatch(requests, share)
                 finally:
                     with self._cond:
                         self._running.difference_update(r.tenant for r in requests)
-                        self._expected_end.pop(frozenset(r.tenant for r in requests), None)
                         self._held.difference_update(held)
                         self._busy -= 1
                         self._cond.notify_all()
@@ -317,13 +307,12 @@ class Server:
                 except Exception as e:  # reported by close(), the caller's thread
                     self._close_error = e
 
-    def _next_dispatch(self, urgent: bool = False) -> tuple[list[_Request], int, frozenset[str]] | None:
+    def _next_dispatch(self) -> tuple[list[_Request], int, frozenset[str]] | None:
         """The requests of the next dispatch, popped from their queues; how many dispatches
         run with it (itself included); and the tenants the SLO rule left waiting for it, held
         until it ends (so that no other lane runs them beside it, against the rule's
         estimate). None when closing and nothing is queued. Only tenants that no lane is
-        running or holding are candidates. The urgent lane (``urgent``) takes only a request
-        :meth:`_urgent` finds, alone."""
+        running or holding are candidates."""
         with self._cond:
             while True:
                 while not (ready := [t for t, q in self._queues.items()
@@ -332,14 +321,7 @@ class Server:
                         return None
                     self._cond.wait()
                 heads = sorted((self._queues[t][0] for t in ready), key=lambda r: r.submitted)
-                if urgent:
-                    pressed = self._urgent(heads)
-                    if pressed is None:  # look again when something ends, arrives, or time presses
-                        self._cond.wait(URGENT_POLL_S)
-                        continue
-                    active = frozenset([pressed])
-                else:
-                    active = self._choose(heads) if self.priorities else frozenset(r.tenant for r in heads)
+                active = self._choose(heads) if self.priorities else frozenset(r.tenant for r in heads)
                 batch = []
                 for r in heads:
                     if r.tenant not in active:
@@ -356,37 +338,11 @@ class Server:
                 log.debug("serve: %s goes, of %s waiting, to meet an SLO", set_name(active),
                           set_name([r.tenant for r in heads]))
             self._running.update(r.tenant for r in batch)
-            running = frozenset(r.tenant for r in batch)
-            est = self._estimate_ms(running)
-            self._expected_end[running] = None if est is None else self._clock() + est / 1000
             self._held.update(held)
             self._busy += 1
             if self._busy > 1:
                 self._overlapped += 1
             return batch, self._busy, held
-
-    def _urgent(self, heads: list[_Request]) -> str | None:
-        """The tenant whose waiting request the urgent lane runs now, if any: every regular
-        lane is busy, and by the estimates the request would miss its SLO waiting for the
-        first of them to end but meets it if it starts now (the most urgent such request).
-        Unknown estimates make nothing urgent."""
-        if self._busy < self.lanes or not self._expected_end:
-            return None
-        now = self._clock()
-        ends = list(self._expected_end.values())
-        if any(end is None for end in ends):
-            return None
-        first_free = max(0.0, min(ends) - now)  # type: ignore[type-var]
-        best: tuple[float, str] | None = None
-        for r in heads:
-            slo = self._slo.get(r.tenant)
-            own = self._estimate_ms(frozenset([r.tenant]))
-            if slo is None or own is None:
-                continue
-            deadline = r.submitted + slo / 1000
-            if now + first_free + own / 1000 > deadline >= now + own / 1000 and (best is None or deadline < best[0]):
-                best = (deadline, r.tenant)
-        return None if best is None else best[1]
 
     def _choose(self, heads: list[_Request]) -> frozenset[str]:
         candidates = [(r.tenant, 1000 * r.submitted + self._slo.get(r.tenant, math.inf)) for r in heads]

@@ -470,28 +470,3 @@ def test_a_tenant_the_rule_left_waiting_does_not_run_beside_the_urgent_one() -> 
     server.close()
     assert (_value(urgent), _value(late)) == (4, 2)
     assert plans.ran == [frozenset("a"), frozenset("c")] and server.stats().overlapped == 0
-
-
-def test_the_urgent_lane_runs_a_request_that_cannot_wait_beside_the_others() -> None:
-    def serve_once(urgent_lane: bool) -> tuple[list[frozenset[str]], bool]:
-        clock = FakeClock()
-        plans = FakePlanSet(ABC, slo_ms={"a": 10, "c": 1000}, clock=clock,
-                            predicted={frozenset("b"): 100, frozenset("a"): 5, frozenset("c"): 5})
-        plans.hold = {"b"}
-        plans.gate.clear()
-        server = Server(plans, urgent_lane=urgent_lane, clock=clock)
-        running = server.submit("b", _x(0))
-        plans.wait_started(1)
-        patient, pressed = server.submit("c", _x(1)), server.submit("a", _x(2))  # c can wait 1 s, a 10 ms
-        if urgent_lane:
-            assert _value(pressed) == 4  # ran while b still holds the only lane
-        threading.Event().wait(0.05)
-        waited = not patient.done()
-        plans.gate.set()
-        server.close()
-        assert [_value(f) for f in (running, patient, pressed)] == [0, 2, 4]
-        return plans.ran, waited
-
-    ran, waited = serve_once(True)
-    assert ran[:2] == [frozenset("b"), frozenset("a")] and waited  # c, not urgent, waited for the lane
-    assert serve_once(False)[0] == [frozenset("b"), frozenset("ac")]  # a waited for b's lane
