@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cosched.errors import ConfigError, CoschedError, RuntimeFailure
+from cosched.isolated import cores
 
 __all__ = ["SYSTEMS", "QueueWorkers", "System", "available", "build_system", "cores", "response_error", "run_child",
            "serving_available", "solo_child"]
@@ -59,10 +60,6 @@ class System(Protocol):
     def submit(self, tenant: str, inputs: Mapping[str, Any]) -> Future[Outputs]: ...
 
     def close(self) -> None: ...
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def available(system: str, device: str) -> str | None:

@@ -334,27 +334,27 @@ def _inject(kind: str, task: int) -> None:
     time.sleep(10 ** 6)
 
 
-def _rss_now() -> int:
-    """Resident memory of this process now (``VmRSS``), 0 where /proc is missing."""
+def _status_bytes(field: str) -> int | None:
+    """A size field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; None where /proc is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def _rss_now() -> int:
+    """Resident memory of this process now (``VmRSS``), 0 where /proc is missing."""
+    return _status_bytes("VmRSS") or 0
 
 
 def _rss_bytes() -> int:
     """Peak resident memory of this process so far: ``VmHWM`` (per address space, so it
     starts afresh at exec, where ``ru_maxrss`` keeps the forking parent's peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 if __name__ == "__main__":

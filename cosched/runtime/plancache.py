@@ -189,7 +189,7 @@ class PlanCache:
         device from 1 to ``shares`` (a server's lanes), and run each once on random inputs
         (traces and sessions specialise on early runs)."""
         for key in [frozenset(self.tenants), *self.subsets]:
-            feed = random_inputs(tenant_graph(self.graph, key))
+            feed = random_inputs(self._plan_of(key)[2])  # the set's cut graph
             for share in range(1, shares + 1):
                 self.runner(key, share).run(feed)
 
