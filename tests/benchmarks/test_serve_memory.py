@@ -20,4 +20,4 @@ def test_it_reports_the_sets_memory_and_sessions(tmp_path: Path, capsys: pytest.
     assert serve_memory.main([str(tmp_path / "plan"), "--lanes", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["sets"] == 3 and result["sharing"] and result["lanes"] == 1
-    assert result["sessions"] >= 2 and result["rss_built_mib"] >= result["rss_loaded_mib"] > 0
+    assert result["sessions"] >= 2 and result["rss_built_mib"] > 0 and result["rss_loaded_mib"] > 0
